@@ -1,0 +1,40 @@
+# lamina: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEVICE ?= cpu
+
+.PHONY: install demo test data bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+data: install
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST found in /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	     (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	      (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)); then \
+	  echo "installed Debian's dataset-fashion-mnist"; \
+	else $(VENV)/bin/lamina data fetch fashion-mnist; fi
+
+demo: data
+	$(VENV)/bin/lamina train fashion-mnist --config configs/demo.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/demo.py --device $(DEVICE)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

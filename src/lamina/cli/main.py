@@ -1,0 +1,170 @@
+"""``lamina`` on the command line: train, eval, predict, data.
+
+Bad input prints one line, ``error: <what is wrong> (<how to fix it>)``, and exits with 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from lamina.errors import LaminaError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lamina", description="Raw data in, a trained deep network out.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a network and write a run folder",
+                       description="Train on DATA (a dataset name, an image folder or a .npz file). "
+                                   "Trailing key=value pairs override any config key, e.g. train.lr=0.05.")
+    t.add_argument("data", nargs="?", help="dataset name, image folder or .npz file")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.width=64")
+    t.add_argument("--model", help="auto | mlp | cnn | resnet")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
+    t.add_argument("--config", help="YAML config file (any subset of the keys in a run's config.yaml)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a run's saved model on its test split")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", help="train | val | test")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    pr = sub.add_parser("predict", help="classify files with a run's saved model")
+    pr.add_argument("run")
+    pr.add_argument("inputs", nargs="+", help="image files")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+
+    d = sub.add_parser("data", help="list, fetch or describe datasets")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.add_parser("list", help="registered datasets and where their data is")
+    f = dsub.add_parser("fetch", help="download (or locate) a dataset")
+    f.add_argument("name")
+    i = dsub.add_parser("info", help="shapes, class counts and a PNG grid of samples")
+    i.add_argument("name", help="dataset name, image folder or .npz file")
+    i.add_argument("--grid", help="where to write the PNG grid (default <name>-samples.png)")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from lamina.api import train
+
+    overrides = list(a.overrides)
+    data = a.data
+    if data is not None and "=" in data and not Path(data).exists():
+        overrides.insert(0, data)  # `lamina train --config c.yaml train.lr=0.1`
+        data = None
+    run = train(data, config=a.config, overrides=overrides, quiet=a.quiet, model=a.model, epochs=a.epochs,
+                batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out)
+    s = run.summary
+    print(f"test accuracy {s['test_accuracy']:.4f}  (loss {s['test_loss']:.4f}, {s['train_seconds']:.1f}s of "
+          f"training on {s['device']})  run folder: {run.dir}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from lamina.api import evaluate
+
+    m = evaluate(a.run, split=a.split, device=a.device)
+    if a.json:
+        print(json.dumps(m))
+    else:
+        print(f"{a.run}: {m['split']} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['examples']} examples)")
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from lamina.api import load
+
+    if a.top_k < 1:
+        raise LaminaError(f"--top-k must be at least 1, got {a.top_k}")
+    model = load(a.run, device=a.device)
+    results = model.top_k(a.inputs, k=a.top_k)
+    if a.json:
+        print(json.dumps([{"input": str(p), "top": [{"class": c, "probability": v} for c, v in r]}
+                          for p, r in zip(a.inputs, results, strict=True)]))
+    else:
+        for p, r in zip(a.inputs, results, strict=True):
+            print(f"{p}: " + ", ".join(f"{c} {v:.3f}" for c, v in r))
+    return 0
+
+
+def cmd_data(a: argparse.Namespace) -> int:
+    from lamina.data import sources
+    from lamina.data.base import DATASETS
+
+    if a.data_command == "list":
+        for name in DATASETS.names():
+            entry = DATASETS.get(name)
+            print(f"{name:<15} {entry.description}  [{sources.dataset_status(name)}]")
+    elif a.data_command == "fetch":
+        print(sources.fetch(a.name))
+    elif a.data_command == "info":
+        from lamina.config import DataConfig
+        from lamina.data.base import build_dataset
+        from lamina.data.info import describe, sample_grid
+
+        ds = build_dataset(DataConfig(name=a.name, val_fraction=0.0))
+        info = describe(ds)
+        grid = Path(a.grid or f"{Path(a.name).stem if '/' in a.name else a.name}-samples.png")
+        sample_grid(ds, grid)
+        info["grid"] = str(grid)
+        if a.json:
+            print(json.dumps(info))
+        else:
+            for k, v in info.items():
+                print(f"{k:<14} {v}")
+    else:
+        raise LaminaError("lamina data needs an action: list, fetch NAME or info NAME")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (`lamina train data --epochs 3 train.lr=0.1`)
+    if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except LaminaError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in lamina, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: internal error {type(e).__name__}: {e} (rerun with --debug for the traceback and report it)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

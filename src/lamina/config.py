@@ -1,0 +1,195 @@
+"""Run configuration: one frozen dataclass per concern, plus ``a.b=c`` overrides.
+
+The resolved :class:`RunConfig` is written to every run folder as ``config.yaml`` and into every
+checkpoint, so a run can always be reproduced from its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from lamina.errors import LaminaError, did_you_mean
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from and how batches are made."""
+
+    name: str = "fashion-mnist"  # a registered dataset, an image folder or a .npz file
+    batch_size: int = 0  # examples per step; 0: auto (256, smaller for small datasets)
+    val_fraction: float = 0.05  # of the training split, held out for validation
+    test_fraction: float = 0.2  # of all examples, used only when the source has no test split
+    image_size: int | None = None  # image folders: resize to this side (None: most common size)
+    translate: int = 2  # random translation in pixels, 0 turns it off
+    flip: bool | None = None  # horizontal flip; None: the dataset's own default
+    cutout: int = 0  # side of a random square set to zero, in pixels; 0 turns it off
+    loader: str = "auto"  # auto | device (whole set on the device) | torch (DataLoader)
+    workers: int = 0  # DataLoader worker processes (torch loader only)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, and its shape. 0 means the model's own default."""
+
+    name: str = "auto"  # auto | mlp | cnn | resnet
+    width: int = 0  # channels (conv) or units (mlp) of the first stage
+    depth: int = 0  # blocks per stage (cnn/resnet) or hidden layers (mlp)
+    act: str = "relu"  # relu | leaky_relu | gelu | silu | tanh | sigmoid
+    norm: str = "batch"  # batch | layer | group | none
+    dropout: float = 0.0  # before the classifier
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation recipe and the hardware it runs on."""
+
+    epochs: int = 10
+    lr: float | None = None  # peak learning rate; None: the optimizer's default for the batch size
+    optimizer: str = "sgd"  # sgd (Nesterov) | adamw
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # not applied to norm and bias parameters
+    schedule: str = "onecycle"  # onecycle | cosine | linear | constant
+    warmup: float = 0.2  # fraction of all steps spent warming up
+    label_smoothing: float = 0.1
+    grad_clip: float = 0.0  # max global gradient norm; 0 turns it off
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 turns it off
+    early_stopping: int = 0  # stop after this many epochs without a better val loss; 0: never
+    max_minutes: float = 0.0  # stop training after this much wall-clock time; 0: no limit
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False  # memory format for conv nets (helps on GPU)
+    threads: int = 0  # CPU threads for torch; 0: torch's default
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = ""  # run folder; empty: runs/<dataset>-<model>-<time>
+
+
+C = TypeVar("C")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of a config class, e.g. ``train.lr``."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        t = hints[f.name]
+        if is_dataclass(t):
+            keys += all_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def from_dict(data: dict[str, Any], cls: type[C] = RunConfig, prefix: str = "") -> C:  # type: ignore[assignment]
+    """Build a config from a (possibly partial) dict; unknown keys are an error with a suggestion."""
+    if not isinstance(data, dict):
+        raise LaminaError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise LaminaError(
+                f"unknown config key '{prefix}{key}': "
+                + did_you_mean(prefix + str(key), all_keys(RunConfig) if prefix or cls is RunConfig else names)
+            )
+        t = hints[key]
+        if is_dataclass(t):
+            kwargs[key] = from_dict(value or {}, t, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, t, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, t: Any, key: str) -> Any:
+    """Check/convert one value against its annotated type (str, int, float, bool, optional)."""
+    args = typing.get_args(t)
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif t is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif t is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif t is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    raise LaminaError(f"config key '{key}' must be {_type_name(t)}, got {value!r}")
+
+
+def _type_name(t: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(t, str(t))
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` strings; values are parsed as YAML scalars."""
+    data = to_dict(cfg)
+    valid = all_keys()
+    for item in overrides:
+        if "=" not in item:
+            raise LaminaError(f"override '{item}' is not of the form key=value, e.g. train.lr=0.1")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in valid:
+            raise LaminaError(f"unknown config key '{key}': {did_you_mean(key, valid)}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return from_dict(data)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML config file (partial configs are fine; missing keys keep their defaults)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LaminaError(f"config file '{p}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise LaminaError(f"config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    return from_dict(data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

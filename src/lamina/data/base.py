@@ -1,0 +1,207 @@
+"""The data contract every modality meets, and the registry of datasets.
+
+A loader turns a source (a name, a folder, a file) into a :class:`Dataset`: tensors of raw
+examples (``uint8`` images or ``float32`` arrays) with ``int64`` labels, class names, and the
+:class:`Preprocess` that maps raw examples to model inputs. The trainer, the model factory and
+``predict`` only ever see this contract, so a new modality adds a loader and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lamina.config import DataConfig
+from lamina.errors import LaminaError
+from lamina.registry import Registry
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Raw example -> model input. Stored in ``model.json`` so predict needs no training config.
+
+    ``(x / scale - mean) / std``, with ``mean``/``std`` per channel (dim 1 of a batch).
+    """
+
+    kind: str = "array"  # "image" (decode files with PIL) | "array"
+    scale: float = 1.0  # raw values are divided by this first (255 for uint8 pixels)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    channels: int | None = None  # images: 1 (grey) or 3 (RGB)
+    size: tuple[int, int] | None = None  # images: (H, W) every input is resized to
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Normalise a batch ``(B, C, ...)`` of raw examples to float32 model inputs."""
+        x = x.float()
+        if self.scale != 1.0:
+            x = x / self.scale
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(self.mean, device=x.device).view(shape)
+        std = torch.tensor(self.std, device=x.device).view(shape)
+        return (x - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["size"] = list(self.size) if self.size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            kind=str(d["kind"]),
+            scale=float(d["scale"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            channels=None if d.get("channels") is None else int(d["channels"]),
+            size=None if d.get("size") is None else (int(d["size"][0]), int(d["size"][1])),
+        )
+
+
+@dataclass
+class Split:
+    """Examples ``x`` (N, ...) and labels ``y`` (N,) int64, both on the CPU."""
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise LaminaError(
+                f"{len(self.x)} examples but {len(self.y)} labels: x and y must have the same length"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: Tensor) -> Split:
+        return Split(self.x[idx], self.y[idx])
+
+
+@dataclass
+class Dataset:
+    """A labelled dataset: splits of raw tensors plus everything needed to use them."""
+
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split | None = None  # None: carved from train by :func:`build_dataset`
+    val: Split | None = None
+    modality: str = "image"  # image | signal | vector
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    flip: bool = False  # is a horizontal flip label-preserving for this data?
+    source: str = ""  # where the examples were read from
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def splits(self) -> dict[str, Split]:
+        return {k: s for k, s in (("train", self.train), ("val", self.val), ("test", self.test)) if s is not None}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: how to load it, and (optionally) how to fetch it."""
+
+    name: str
+    load: Callable[[DataConfig], Dataset]
+    description: str
+    fetch: Callable[[], str] | None = None  # downloads/installs, returns where the data now is
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(
+    name: str, description: str, fetch: Callable[[], str] | None = None
+) -> Callable[[Callable[[DataConfig], Dataset]], Callable[[DataConfig], Dataset]]:
+    """Decorator: register a ``load(cfg) -> Dataset`` function under ``name``."""
+
+    def deco(fn: Callable[[DataConfig], Dataset]) -> Callable[[DataConfig], Dataset]:
+        DATASETS.register(name, DatasetEntry(name, fn, description, fetch))
+        return fn
+
+    return deco
+
+
+def check_labels(y: Tensor, num_classes: int, where: str) -> None:
+    """Labels must be integers in ``[0, num_classes)`` and there must be at least two classes."""
+    if num_classes < 2:
+        raise LaminaError(f"{where} has {num_classes} class; a classifier needs at least 2 classes")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise LaminaError(f"{where}: labels must be integers, got {y.dtype}")
+    if y.dim() != 1:
+        raise LaminaError(f"{where}: labels must have shape (N,), got {tuple(y.shape)}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise LaminaError(
+            f"{where}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}"
+        )
+
+
+def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off ``fraction`` of each class (deterministic in ``seed``): returns (rest, held_out)."""
+    if not 0.0 < fraction < 1.0:
+        raise LaminaError(f"split fraction must lie strictly between 0 and 1, got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for c in torch.unique(split.y):
+        idx = torch.nonzero(split.y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n = round(fraction * len(idx))
+        if len(idx) >= 2:
+            n = min(max(n, 1), len(idx) - 1)
+        else:
+            n = 0
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    k = torch.cat(keep).sort().values
+    h = torch.cat(held).sort().values
+    return split.take(k), split.take(h)
+
+
+def channel_stats(x: Tensor, scale: float, max_examples: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (dim 1) mean and std of ``x / scale`` over at most ``max_examples`` examples."""
+    x = x[:max_examples].float() / scale
+    if x.dim() == 1:
+        x = x[:, None]
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dim=dims)
+    std = x.std(dim=dims).clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
+    """Resolve ``cfg.name`` (registered name, image folder or ``.npz``), load it and make splits.
+
+    The test split is carved (stratified) from train only when the source has none; the
+    validation split is carved from what remains. Normalisation statistics come from train.
+    """
+    from lamina.data import sources  # registers the built-ins and resolves paths
+
+    ds = sources.load(cfg)
+    check_labels(ds.train.y, ds.num_classes, ds.name)
+    if ds.test is None:
+        ds.train, ds.test = stratified_split(ds.train, cfg.test_fraction, seed)
+    if ds.val is None and cfg.val_fraction > 0:
+        ds.train, ds.val = stratified_split(ds.train, cfg.val_fraction, seed + 1)
+    for name, s in ds.splits().items():
+        check_labels(s.y, ds.num_classes, f"{ds.name} ({name} split)")
+        if tuple(s.x.shape[1:]) != ds.input_shape:
+            raise LaminaError(f"{ds.name}: {name} examples have shape {tuple(s.x.shape[1:])}, train has {ds.input_shape}")
+    if len(ds.train) == 0:
+        raise LaminaError(f"{ds.name}: no training examples left after splitting; add data or lower data.val_fraction")
+    if ds.preprocess.mean == (0.0,) and ds.preprocess.std == (1.0,):
+        mean, std = channel_stats(ds.train.x, ds.preprocess.scale)
+        ds.preprocess = replace(ds.preprocess, mean=mean, std=std)
+    if cfg.flip is not None:
+        ds.flip = cfg.flip
+    return ds

@@ -1,0 +1,178 @@
+"""Batches from a split: resident on the device (fast path) or through a torch DataLoader.
+
+The device-resident loader keeps the raw uint8 examples on the training device, shuffles an
+index each epoch and augments and normalises whole batches there (airbench style): no worker
+processes, no host-to-device copies per step. The randomness of batch ``i`` of epoch ``e`` is a
+pure function of ``(seed, e, i)``, so a run resumed mid-epoch sees exactly the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lamina.data.augment import Augment
+from lamina.data.base import Preprocess, Split
+
+Batch = tuple[Tensor, Tensor]
+
+
+def _seed(*parts: int) -> int:
+    """Mix integers into one 63-bit seed (splitmix64-style, stable across runs and machines)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class _Loader:
+    """What both loaders share: epoch/position bookkeeping and the per-batch transform."""
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        batch_size: int,
+        device: torch.device,
+        preprocess: Preprocess,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: Augment | None = None,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.preprocess = preprocess
+        self.shuffle = shuffle
+        self.drop_last = drop_last and self.n > batch_size
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed = seed
+        self.channels_last = channels_last
+        self.epoch = 0
+        self.position = 0  # batches of the current epoch already handed out
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
+
+    def _order(self) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(_seed(self.seed, self.epoch))
+        return torch.randperm(self.n, generator=g)
+
+    def _finish(self, x: Tensor, y: Tensor, index: int) -> Batch:
+        """Augment (training only), normalise and lay out one raw batch already on the device."""
+        if self.augment is not None:
+            g = torch.Generator(device=self.device).manual_seed(_seed(self.seed, self.epoch, index, 1))
+            x = self.augment(x, g)
+        x = self.preprocess.apply(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+class DeviceLoader(_Loader):
+    """The whole split on ``device``; each epoch a new permutation, batches sliced from it."""
+
+    def __init__(self, split: Split, **kw: Any) -> None:
+        super().__init__(len(split), **kw)
+        self.x = split.x.to(self.device)
+        self.y = split.y.to(self.device)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self._order().to(self.device)
+        for i in range(self.position, len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            self.position = i + 1
+            yield self._finish(self.x[idx], self.y[idx], i)
+        self.set_epoch(self.epoch + 1)
+
+
+class TorchLoader(_Loader):
+    """A ``torch.utils.data.DataLoader`` over any map-style dataset of ``(raw_x, label)``.
+
+    For data that does not fit in device memory: workers decode on the CPU, and the batch is
+    moved to the device, where it is augmented and normalised exactly as in :class:`DeviceLoader`.
+    """
+
+    def __init__(self, split: Split | torch.utils.data.Dataset, *, workers: int = 0, **kw: Any) -> None:
+        data = torch.utils.data.TensorDataset(split.x, split.y) if isinstance(split, Split) else split
+        super().__init__(len(data), **kw)  # type: ignore[arg-type]
+        self.data = data
+        self.workers = workers
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self._order()[self.position * self.batch_size :].tolist()
+        batches = torch.utils.data.BatchSampler(order, self.batch_size, self.drop_last)
+        dl = torch.utils.data.DataLoader(
+            self.data,
+            batch_sampler=batches,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        start = self.position
+        for i, (x, y) in enumerate(dl, start=start):
+            if i >= len(self):
+                break
+            self.position = i + 1
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            yield self._finish(x, y, i)
+        self.set_epoch(self.epoch + 1)
+
+
+def make_loader(
+    split: Split,
+    *,
+    kind: str,
+    batch_size: int,
+    device: torch.device,
+    preprocess: Preprocess,
+    train: bool,
+    augment: Augment | None = None,
+    seed: int = 0,
+    channels_last: bool = False,
+    workers: int = 0,
+) -> DeviceLoader | TorchLoader:
+    """``kind`` is auto | device | torch; auto keeps the split on the device when it fits easily."""
+    if kind == "auto":
+        kind = "device" if _fits(split, device) else "torch"
+    kw: dict[str, Any] = dict(
+        batch_size=batch_size,
+        device=device,
+        preprocess=preprocess,
+        shuffle=train,
+        drop_last=train,
+        augment=augment if train else None,
+        seed=seed,
+        channels_last=channels_last,
+    )
+    if kind == "device":
+        return DeviceLoader(split, **kw)
+    return TorchLoader(split, workers=workers, **kw)
+
+
+def _fits(split: Split, device: torch.device) -> bool:
+    """Raw split under a quarter of free device memory (or 4 GB of host memory on CPU)."""
+    nbytes = split.x.element_size() * split.x.nelement()
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes < free // 4
+    return nbytes < 4 * 2**30

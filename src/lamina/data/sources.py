@@ -1,0 +1,48 @@
+"""Resolve ``data.name``: a registered dataset, an image folder or an ``.npz`` file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lamina.config import DataConfig
+from lamina.data import builtin
+from lamina.data.base import DATASETS, Dataset
+from lamina.data.images import load_image_folder, load_npz
+from lamina.errors import LaminaError, did_you_mean
+
+
+def load(cfg: DataConfig) -> Dataset:
+    """Load the examples ``cfg.name`` points at (no splitting; see ``build_dataset``)."""
+    name = cfg.name
+    if not name or not name.strip():
+        raise LaminaError("data.name is empty: give a dataset name (e.g. fashion-mnist), an image folder or a .npz file")
+    if name in DATASETS:
+        return DATASETS.get(name).load(cfg)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_image_folder(path, cfg.image_size)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path)
+    if path.exists():
+        raise LaminaError(f"don't know how to load '{name}': give an image folder (one sub-folder per class) or a .npz file")
+    if "/" in name or os.sep in name or path.suffix:
+        raise LaminaError(f"path '{name}' does not exist; check the path")
+    raise LaminaError(
+        f"unknown dataset '{name}': {did_you_mean(name, DATASETS.names())} (or give an image folder or a .npz file)"
+    )
+
+
+def dataset_status(name: str) -> str:
+    """Where a registered dataset's data is, or how to get it (for ``lamina data list``)."""
+    DATASETS.get(name)  # unknown names: a LaminaError with a suggestion
+    status = builtin.STATUS.get(name)
+    return status() if status else "registered"
+
+
+def fetch(name: str) -> str:
+    """Download (or locate) a registered dataset; returns a one-line report of where it is."""
+    entry = DATASETS.get(name)
+    if entry.fetch is None:
+        return f"{name} needs no download: {dataset_status(name)}"
+    return entry.fetch()

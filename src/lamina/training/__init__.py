@@ -1,0 +1,1 @@
+"""Training: the engine (device, precision, compile), the Trainer loop, callbacks, optimizers."""

@@ -1,0 +1,162 @@
+"""Callbacks: everything that is not the loop itself listens to a handful of events.
+
+Events, in order: ``fit_start``, ``epoch_start``, ``batch_end`` (every step), ``epoch_end``,
+``fit_end``. A callback reads the trainer's state and may raise :class:`CancelFit` to stop
+training cleanly; it does not reach into the trainer to change it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lamina.errors import LaminaError
+
+if TYPE_CHECKING:
+    from lamina.training.trainer import Trainer
+
+
+class CancelFit(Exception):
+    """Raised by a callback to end training after the current step; the run is still saved."""
+
+
+class Callback:
+    """Base class: override the events you need. ``order`` sorts callbacks (low runs first)."""
+
+    order = 0
+
+    def fit_start(self, trainer: Trainer) -> None: ...
+    def epoch_start(self, trainer: Trainer) -> None: ...
+    def batch_end(self, trainer: Trainer) -> None: ...
+    def epoch_end(self, trainer: Trainer) -> None: ...
+    def fit_end(self, trainer: Trainer) -> None: ...
+
+
+class ProgressBar(Callback):
+    """A rich bar: epoch, step, loss, accuracy, samples/s and ETA; refreshed at most 5×/s."""
+
+    order = 100
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._last = 0.0
+
+    def fit_start(self, trainer: Trainer) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[speed]} samples/s"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=trainer.total_steps, completed=trainer.step, epoch="-", loss="-", acc="-", speed="-"
+        )
+        self._t0, self._s0 = time.perf_counter(), trainer.step
+
+    def epoch_start(self, trainer: Trainer) -> None:
+        self.progress.update(self.task, epoch=f"{trainer.epoch + 1}/{trainer.epochs}")
+
+    def batch_end(self, trainer: Trainer) -> None:
+        now = time.perf_counter()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        loss, acc = trainer.running()
+        speed = (trainer.step - self._s0) * trainer.batch_size / max(now - self._t0, 1e-9)
+        self.progress.update(self.task, completed=trainer.step, loss=f"{loss:.3f}", acc=f"{acc:.3f}", speed=f"{speed:,.0f}")
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        m = trainer.last_epoch
+        val = f"  val_loss {m['val_loss']:.4f}  val_acc {m['val_accuracy']:.4f}" if "val_loss" in m else ""
+        self.progress.update(self.task, completed=trainer.step)
+        self.progress.console.print(
+            f"epoch {m['epoch']:>3}/{trainer.epochs}  train_loss {m['train_loss']:.4f}  "
+            f"train_acc {m['train_accuracy']:.4f}{val}  {m['seconds']:.1f}s"
+        )
+
+    def fit_end(self, trainer: Trainer) -> None:
+        self.progress.stop()
+
+
+class MetricsLogger(Callback):
+    """Appends one JSON object per logged step and per epoch to ``metrics.jsonl``."""
+
+    order = 50
+
+    def __init__(self, path: str | Path, every: int = 50) -> None:
+        self.path = Path(path)
+        self.every = every
+
+    def fit_start(self, trainer: Trainer) -> None:
+        self.file = self.path.open("a")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def batch_end(self, trainer: Trainer) -> None:
+        if trainer.step % self.every == 0:
+            loss, acc = trainer.running()
+            self._write({"kind": "step", "step": trainer.step, "epoch": trainer.epoch, "loss": loss,
+                         "accuracy": acc, "lr": trainer.lr, "time": trainer.elapsed})
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        self._write({"kind": "epoch", **trainer.last_epoch})
+
+    def fit_end(self, trainer: Trainer) -> None:
+        self.file.close()
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation loss has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.bad = math.inf, 0
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        loss = trainer.last_epoch.get("val_loss")
+        if loss is None:
+            raise LaminaError("early stopping needs a validation split: set data.val_fraction > 0")
+        if loss < self.best - self.min_delta:
+            self.best, self.bad = loss, 0
+            return
+        self.bad += 1
+        if self.bad >= self.patience:
+            raise CancelFit(f"early stopping: no better val_loss for {self.patience} epochs")
+
+
+class TimeLimit(Callback):
+    """Stop training once ``seconds`` of training time have passed (checked every step)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def batch_end(self, trainer: Trainer) -> None:
+        if trainer.elapsed >= self.seconds:
+            raise CancelFit(f"time limit of {self.seconds / 60:g} min reached")
+
+
+class Checkpoint(Callback):
+    """Saves the whole training state atomically at the end of each epoch, keeping the last ``keep``."""
+
+    order = 80
+
+    def __init__(self, folder: str | Path, config: dict[str, Any], keep: int = 2) -> None:
+        self.folder, self.config, self.keep = Path(folder), config, keep
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        from lamina.training import checkpoint
+
+        checkpoint.save({**trainer.state_dict(), "config": self.config}, self.folder / f"step-{trainer.step:09d}")
+        checkpoint.prune(self.folder, self.keep)

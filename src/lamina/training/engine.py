@@ -1,0 +1,161 @@
+"""The thin engine: device, precision, compile and memory format. Knows nothing of callbacks.
+
+A hand-written loop can use it as well as the Trainer (the Lightning Fabric split)::
+
+    engine = Engine.create(device="auto", precision="auto")
+    model = engine.setup(model)
+    with engine.autocast():
+        loss = loss_fn(model(x), y)
+    engine.backward(loss); engine.step(optimizer)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lamina.errors import LaminaError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA GPU, else Apple MPS, else CPU; an unavailable device is an error."""
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise LaminaError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LaminaError("--device cuda was asked for but no CUDA GPU is available: use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LaminaError(f"device {name} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LaminaError("--device mps was asked for but MPS is not available: use --device cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise LaminaError(f"unsupported device '{name}': use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Engine:
+    """Where and how tensors are computed."""
+
+    device: torch.device
+    precision: str = "fp32"  # resolved: bf16 | fp16 | fp32
+    compile: bool = False
+    channels_last: bool = False
+    scaler: torch.amp.GradScaler | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: bool = False,
+        channels_last: bool = False,
+        threads: int = 0,
+    ) -> Engine:
+        dev = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise LaminaError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+        if precision == "auto":
+            # bf16 autocast only where the hardware has fast bf16 (CUDA); plain fp32 on CPU.
+            precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if precision == "fp16" and dev.type != "cuda":
+            raise LaminaError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on this device")
+        if dev.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        if threads > 0:
+            torch.set_num_threads(threads)
+        scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        return cls(dev, precision, compile, channels_last, scaler)
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def setup(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to the device (and memory format); return the module to call.
+
+        With ``compile`` the returned module is the compiled wrapper; keep the original for
+        ``state_dict`` (the compiled one shares its parameters).
+        """
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile:
+            return torch.compile(model)  # type: ignore[return-value]
+        return model
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def clip_grad(self, params: Iterator[nn.Parameter] | list[nn.Parameter], max_norm: float, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        if self.scaler:
+            self.scaler.unscale_(optimizer)
+        return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state (Python, NumPy, torch CPU and CUDA) as checkpointable values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))

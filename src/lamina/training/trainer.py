@@ -1,0 +1,194 @@
+"""The Trainer: the loop, in one screen. Everything else is a callback or the engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lamina.training.callbacks import Callback, CancelFit
+from lamina.training.engine import Engine, rng_state, set_rng_state
+from lamina.training.metrics import ClassificationMetrics
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class Trainer:
+    """Fits a classifier. ``fit`` emits fit_start, epoch_start, batch_end, epoch_end, fit_end.
+
+    Args:
+        model: the network (any ``nn.Module`` mapping inputs to logits).
+        engine: device/precision/compile (see :class:`Engine`).
+        optimizer, scheduler: built for ``model``; the scheduler steps once per batch.
+        num_classes: for the metrics.
+        label_smoothing, grad_clip: the loss and the max global gradient norm (0: off).
+        ema_decay: keep an exponential moving average of the weights and evaluate with it (0: off).
+        callbacks: progress, logging, early stopping, checkpoints...
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        engine: Engine,
+        optimizer: torch.optim.Optimizer,
+        num_classes: int,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        label_smoothing: float = 0.0,
+        grad_clip: float = 0.0,
+        ema_decay: float = 0.0,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.module = model.to(engine.device)  # the original module: state_dict, EMA, saving
+        self.model = engine.setup(self.module)  # what is called: maybe compiled
+        self.engine, self.optimizer, self.scheduler = engine, optimizer, scheduler
+        self.num_classes = num_classes
+        self.loss_fn: LossFn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.grad_clip = grad_clip
+        self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
+        self.callbacks = sorted(callbacks, key=lambda c: c.order)
+        self.step = self.epoch = 0
+        self.epochs = self.total_steps = self.batch_size = 0
+        self.train_seconds = 0.0
+        self.stop_reason = ""
+        self.last_epoch: dict[str, Any] = {}
+        self.train_loader: Any = None
+        self._resume_data: dict[str, Any] | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, train: Any, val: Iterable[tuple[Tensor, Tensor]] | None = None, *, epochs: int) -> None:
+        self.train_loader, self.epochs, self.batch_size = train, epochs, train.batch_size
+        self.total_steps = epochs * len(train)
+        if self._resume_data is not None and hasattr(train, "load_state_dict"):
+            train.load_state_dict(self._resume_data)
+            self._resume_data = None
+        self._emit("fit_start")
+        try:
+            while self.epoch < epochs:
+                self._emit("epoch_start")
+                self._train_epoch(train)
+                self.last_epoch = self._epoch_record(val)
+                self.epoch += 1
+                self._emit("epoch_end")
+        except CancelFit as stop:
+            self.stop_reason = str(stop)
+        finally:
+            self._emit("fit_end")
+
+    def _train_epoch(self, loader: Iterable[tuple[Tensor, Tensor]]) -> None:
+        self.model.train()
+        self._loss_sum = torch.zeros((), device=self.engine.device)
+        self._correct = torch.zeros((), dtype=torch.long, device=self.engine.device)
+        self._seen = 0
+        self._t0 = time.perf_counter()
+        for x, y in loader:
+            loss, correct = self.train_step(x, y)
+            self._loss_sum += loss * len(y)
+            self._correct += correct
+            self._seen += len(y)
+            self.step += 1
+            self._emit("batch_end")
+        self.engine.synchronize()
+        self.train_seconds += time.perf_counter() - self._t0
+        self._t0 = None
+
+    def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimisation step; returns the (detached) mean loss and the number correct."""
+        with self.engine.autocast():
+            logits = self.model(x)
+        loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.engine.backward(loss)
+        if self.grad_clip > 0:
+            self.engine.clip_grad(self.module.parameters(), self.grad_clip, self.optimizer)
+        self.engine.step(self.optimizer)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.module)
+        return loss.detach(), (logits.argmax(dim=1) == y).sum()
+
+    def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, Any]:
+        """Loss, accuracy, per-class accuracy and confusion matrix (with the EMA weights if any)."""
+        model = self.ema.module if self.ema is not None else self.model
+        return evaluate(model, loader, engine=self.engine, num_classes=self.num_classes)
+
+    # -- state read by callbacks -------------------------------------------------------------
+    def _emit(self, event: str) -> None:
+        for cb in self.callbacks:
+            getattr(cb, event)(self)
+
+    def _epoch_record(self, val: Iterable[tuple[Tensor, Tensor]] | None) -> dict[str, Any]:
+        loss, acc = self.running()
+        record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": loss, "train_accuracy": acc,
+                  "lr": self.lr, "seconds": self.train_seconds}
+        if val is not None:
+            m = self.evaluate(val)
+            record |= {"val_loss": m["loss"], "val_accuracy": m["accuracy"]}
+        return record
+
+    def running(self) -> tuple[float, float]:
+        """Mean loss and accuracy of the current epoch so far (one host sync)."""
+        n = max(self._seen, 1)
+        return float(self._loss_sum) / n, float(self._correct) / n
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds so far, including the current epoch."""
+        now = time.perf_counter() - self._t0 if getattr(self, "_t0", None) else 0.0
+        return self.train_seconds + now
+
+    # -- checkpoint state ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "counters": {"step": self.step, "epoch": self.epoch, "train_seconds": self.train_seconds},
+            "rng": rng_state(),
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.engine.scaler is not None:
+            state["scaler"] = self.engine.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.train_loader is not None and hasattr(self.train_loader, "state_dict"):
+            state["data"] = self.train_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        c = state["counters"]
+        self.step, self.epoch, self.train_seconds = int(c["step"]), int(c["epoch"]), float(c["train_seconds"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.engine.scaler is not None and "scaler" in state:
+            self.engine.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        self._resume_data = state.get("data")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, engine: Engine, num_classes: int) -> dict[str, Any]:
+    """Evaluate ``model`` on every batch of ``loader``: see :class:`ClassificationMetrics`."""
+    was_training = model.training
+    model.eval()
+    metrics = ClassificationMetrics(num_classes, engine.device)
+    for x, y in loader:
+        with engine.autocast():
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        metrics.update(logits, y, loss)
+    model.train(was_training)
+    return metrics.compute()

@@ -1,0 +1,65 @@
+"""Small file helpers: atomic writes of text/JSON, run-folder naming."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lamina.errors import LaminaError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
+
+    Readers never see half a file, and a failed write (full disk) leaves the old file intact.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except OSError as e:
+        raise LaminaError(f"could not write {path}: {e.strerror or e} (free disk space or choose another --out)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LaminaError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise LaminaError(f"{what} {path} is unreadable or not valid JSON: {e}") from None
+
+
+def default_run_dir(dataset: str, model: str, root: str | Path = "runs") -> Path:
+    """``runs/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (a suffix is added if that exists)."""
+    name = Path(dataset).stem if ("/" in dataset or "." in dataset) else dataset
+    base = Path(root) / f"{name}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out

@@ -3,6 +3,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -20,8 +21,8 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    ranges: list[str] = []
-    honour_range = True
+    ranges: ClassVar[list[str]] = []
+    honour_range: ClassVar[bool] = True
 
     def do_GET(self) -> None:
         if self.path != "/data.bin":
@@ -128,3 +129,9 @@ def test_missing_file_url(tmp_path: Path) -> None:
 def test_bad_scheme(tmp_path: Path) -> None:
     with pytest.raises(LaminaError, match="cannot download"):
         download("nonsense://x", tmp_path / "x.bin", DIGEST)
+
+
+def test_progress_bar_path(tmp_path: Path, server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:500])
+    assert download(server + "/data.bin", tmp_path / "data.bin", DIGEST, progress=True).read_bytes() == PAYLOAD
+    capsys.readouterr()

@@ -81,7 +81,7 @@ def test_missing(tmp_path: Path) -> None:
         read_idx(tmp_path / "nope.gz")
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.one_of(
         st.binary(max_size=64),

@@ -147,7 +147,7 @@ def test_truncated_png(tmp_path: Path) -> None:
 def test_corrupt_jpeg(tmp_path: Path) -> None:
     make_folder(tmp_path)
     (tmp_path / "cat" / "junk.jpg").write_bytes(b"not an image at all")
-    with pytest.raises(LaminaError, match="junk.jpg.*remove or replace it"):
+    with pytest.raises(LaminaError, match=r"junk\.jpg.*remove or replace it"):
         load_image_folder(tmp_path)
 
 

@@ -72,7 +72,7 @@ def test_missing(tmp_path: Path) -> None:
 def test_not_a_zip(tmp_path: Path) -> None:
     p = tmp_path / "bad.npz"
     p.write_bytes(b"this is not a zip file at all")
-    with pytest.raises(LaminaError, match="not a valid .npz"):
+    with pytest.raises(LaminaError, match=r"not a valid \.npz"):
         load_npz(p)
 
 
@@ -80,7 +80,7 @@ def test_truncated_zip(tmp_path: Path) -> None:
     p = npz(tmp_path, x=np.random.rand(50, 20), y=np.arange(50) % 2)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
-    with pytest.raises(LaminaError, match="not a valid .npz"):
+    with pytest.raises(LaminaError, match=r"not a valid \.npz"):
         load_npz(p)
 
 
@@ -88,13 +88,13 @@ def test_npy_not_npz(tmp_path: Path) -> None:
     p = tmp_path / "x.npz"
     with open(p, "wb") as f:
         np.save(f, np.zeros(3))
-    with pytest.raises(LaminaError, match="single .npy"):
+    with pytest.raises(LaminaError, match=r"single \.npy"):
         load_npz(p)
 
 
 def test_pickled_array_refused(tmp_path: Path) -> None:
     p = npz(tmp_path, x=np.array([{"a": 1}, None], dtype=object), y=np.array([0, 1]))
-    with pytest.raises(LaminaError, match="not a valid .npz"):
+    with pytest.raises(LaminaError, match="Python objects"):
         load_npz(p)
 
 
@@ -158,7 +158,7 @@ def _zip_of(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.one_of(
         st.binary(max_size=200),

@@ -54,7 +54,7 @@ def _grey(im: Image.Image) -> Image.Image:
         a = np.nan_to_num(a)
     elif a.size and int(a.max()) > 255:
         a = a / 257.0 if int(a.max()) <= 65535 else a / (2**24 + 1)  # 16-bit or 32-bit samples
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def _to_array(im: Image.Image, channels: int, size: tuple[int, int]) -> np.ndarray:

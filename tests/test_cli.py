@@ -114,3 +114,19 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
     assert main(["--debug", "train", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "does not exist" in err.strip().splitlines()[-1]
+
+
+def test_data_commands(tmp_path, capsys):
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("fashion-mnist", "mnist", "digits", "mnist1d"))
+    grid = tmp_path / "grid.png"
+    assert main(["data", "info", "digits", "--grid", str(grid), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["input_shape"] == [1, 8, 8] and len(info["classes"]) == 10
+    with Image.open(grid) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    assert main(["data", "fetch", "digits"]) == 0
+    assert "no download" in capsys.readouterr().out
+    _fails(["data", "fetch", "cifar"], capsys, "unknown dataset")
+    _fails(["data", "info", str(tmp_path / "none.npz")], capsys, "does not exist")

@@ -26,7 +26,7 @@ from lamina.data.gpu_loader import make_loader
 from lamina.errors import LaminaError
 from lamina.models import Model, create_model
 from lamina.training import callbacks as cb
-from lamina.training.engine import Engine, seed_everything
+from lamina.training.engine import Engine, resolve_device, seed_everything
 from lamina.training.optim import create_optimizer, default_lr
 from lamina.training.schedules import create_scheduler
 from lamina.training.trainer import Trainer
@@ -83,6 +83,7 @@ def validate(cfg: RunConfig) -> None:
         MODELS.get(cfg.model.name)
     OPTIMIZERS.get(cfg.train.optimizer)
     SCHEDULES.get(cfg.train.schedule)
+    resolve_device(cfg.train.device)
     if cfg.data.loader not in ("auto", "device", "torch"):
         raise LaminaError(f"unknown data.loader '{cfg.data.loader}': use auto, device or torch")
     checks = [
@@ -136,9 +137,9 @@ def train(
     console = console or Console(stderr=True, quiet=quiet)
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile,
-                           cfg.train.channels_last, cfg.train.threads)
     ds = build_dataset(cfg.data, seed=cfg.train.seed)
+    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else len(ds.input_shape) == 3
+    engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last, cfg.train.threads)
     model = build_model(cfg, ds)
     cfg = replace(cfg, model=replace(cfg.model, name=model.arch["name"]))
     batch_size = cfg.data.batch_size or auto_batch_size(len(ds.train))
@@ -173,7 +174,8 @@ def train(
         console.print(f"stopped early: {trainer.stop_reason}")
 
     final = trainer.ema.module if trainer.ema is not None else trainer.module
-    test = trainer.evaluate(loaders["test"])
+    # The reported accuracy is that of the saved model as `predict` runs it: fp32, not compiled.
+    test = evaluate_model(final, loaders["test"], engine=Engine(engine.device), num_classes=ds.num_classes)
     save_model(final, out, ds)
     summary = {
         "test_accuracy": test["accuracy"], "test_loss": test["loss"],
@@ -298,8 +300,6 @@ def load(run: str | Path, device: str = "cpu") -> Predictor:
         model.load_state_dict(state)
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise LaminaError(f"{weights} is corrupt or does not match model.json ({str(e).splitlines()[0][:120]})") from None
-    from lamina.training.engine import resolve_device
-
     return Predictor(model, Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]), meta["modality"],
                      resolve_device(device))
 
@@ -313,8 +313,8 @@ def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[
     splits = ds.splits()
     if split not in splits:
         raise LaminaError(f"split '{split}' does not exist for {ds.name}: choose one of {', '.join(splits)}")
-    engine = Engine.create(device)
-    loader = make_loader(splits[split], kind="device", batch_size=1024, device=engine.device,
+    engine = Engine.create(device, precision="fp32")
+    loader = make_loader(splits[split], kind=cfg.data.loader, batch_size=1024, device=engine.device,
                          preprocess=predictor.preprocess, train=False)
     m = evaluate_model(predictor.model, loader, engine=engine, num_classes=ds.num_classes)
     return {"split": split, "accuracy": m["accuracy"], "loss": m["loss"], "examples": m["examples"],

@@ -64,9 +64,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop training after this much wall-clock time; 0: no limit
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 where the hardware has it: CUDA, or CPUs with AVX512-BF16/AMX) | bf16 | fp16 | fp32
     compile: bool = False  # torch.compile the model
-    channels_last: bool = False  # memory format for conv nets (helps on GPU)
+    channels_last: bool | None = None  # NHWC memory format; None: on for image inputs (faster on GPU and CPU)
     threads: int = 0  # CPU threads for torch; 0: torch's default
 
 

@@ -1,7 +1,8 @@
 """The data contract every modality meets, and the registry of datasets.
 
 A loader turns a source (a name, a folder, a file) into a :class:`Dataset`: tensors of raw
-examples (``uint8`` images or ``float32`` arrays) with ``int64`` labels, class names, and the
+examples (``uint8`` images or ``float32`` arrays; or :class:`Examples` decoded on access, for
+folders too large for memory) with ``int64`` labels, class names, and the
 :class:`Preprocess` that maps raw examples to model inputs. The trainer, the model factory and
 ``predict`` only ever see this contract, so a new modality adds a loader and nothing else.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -62,11 +63,28 @@ class Preprocess:
         )
 
 
+class Examples(Protocol):
+    """A split's examples when they are not one tensor, e.g. images decoded from files on access
+    (:class:`lamina.data.images.LazyImages`): indexing gives tensors, ``take`` a subset."""
+
+    @property
+    def shape(self) -> torch.Size: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: Any) -> Tensor: ...
+
+    def take(self, idx: Tensor) -> Examples: ...
+
+
 @dataclass
 class Split:
-    """Examples ``x`` (N, ...) and labels ``y`` (N,) int64, both on the CPU."""
+    """Examples ``x`` (N, ...) and labels ``y`` (N,) int64, both on the CPU.
 
-    x: Tensor
+    ``x`` is a tensor, or :class:`Examples` decoded on access (too large to hold in memory).
+    """
+
+    x: Tensor | Examples
     y: Tensor
 
     def __post_init__(self) -> None:
@@ -79,7 +97,9 @@ class Split:
         return len(self.y)
 
     def take(self, idx: Tensor) -> Split:
-        return Split(self.x[idx], self.y[idx])
+        # Only non-tensors use take: Tensor.take indexes the flattened tensor, which is not a subset.
+        x = self.x[idx] if isinstance(self.x, Tensor) else self.x.take(idx)
+        return Split(x, self.y[idx])
 
 
 @dataclass
@@ -168,9 +188,23 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
     return split.take(k), split.take(h)
 
 
-def channel_stats(x: Tensor, scale: float, max_examples: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (dim 1) mean and std of ``x / scale`` over at most ``max_examples`` examples."""
-    x = x[:max_examples].float() / scale
+def channel_stats(
+    x: Tensor | Examples, scale: float, max_examples: int = 10_000, *, max_lazy: int = 2_000, seed: int = 0
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (dim 1) mean and std of ``x / scale`` over at most ``max_examples`` examples.
+
+    Examples decoded on access (not a tensor) are sampled: at most ``max_lazy`` of them, drawn at
+    random (deterministic in ``seed``), so the statistics of a huge folder cost a bounded decode.
+    """
+    if isinstance(x, Tensor):
+        x = x[:max_examples]
+    else:
+        n = len(x)
+        idx = torch.arange(n)
+        if n > max_lazy:
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_lazy].sort().values
+        x = x[idx]
+    x = x.float() / scale
     if x.dim() == 1:
         x = x[:, None]
     dims = [0, *range(2, x.dim())]
@@ -200,7 +234,7 @@ def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     if len(ds.train) == 0:
         raise LaminaError(f"{ds.name}: no training examples left after splitting; add data or lower data.val_fraction")
     if ds.preprocess.mean == (0.0,) and ds.preprocess.std == (1.0,):
-        mean, std = channel_stats(ds.train.x, ds.preprocess.scale)
+        mean, std = channel_stats(ds.train.x, ds.preprocess.scale, seed=seed)
         ds.preprocess = replace(ds.preprocess, mean=mean, std=std)
     if cfg.flip is not None:
         ds.flip = cfg.flip

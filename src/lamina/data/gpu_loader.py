@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lamina.data.augment import Augment
 from lamina.data.base import Preprocess, Split
+from lamina.errors import LaminaError
 
 Batch = tuple[Tensor, Tensor]
 
@@ -91,6 +92,11 @@ class DeviceLoader(_Loader):
     """The whole split on ``device``; each epoch a new permutation, batches sliced from it."""
 
     def __init__(self, split: Split, **kw: Any) -> None:
+        if not isinstance(split.x, Tensor):
+            raise LaminaError(
+                f"this split ({len(split)} examples of {tuple(split.x.shape[1:])}) is decoded from files on access"
+                " and does not fit the device loader, which holds a whole split in memory; use data.loader=torch"
+            )
         super().__init__(len(split), **kw)
         self.x = split.x.to(self.device)
         self.y = split.y.to(self.device)
@@ -104,6 +110,19 @@ class DeviceLoader(_Loader):
         self.set_epoch(self.epoch + 1)
 
 
+class SplitDataset(torch.utils.data.Dataset[Batch]):
+    """Map-style view of a split: ``(x[i], y[i])``. Lazily decoded examples decode in the workers."""
+
+    def __init__(self, split: Split) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.split.x[i], self.split.y[i]
+
+
 class TorchLoader(_Loader):
     """A ``torch.utils.data.DataLoader`` over any map-style dataset of ``(raw_x, label)``.
 
@@ -112,7 +131,7 @@ class TorchLoader(_Loader):
     """
 
     def __init__(self, split: Split | torch.utils.data.Dataset, *, workers: int = 0, **kw: Any) -> None:
-        data = torch.utils.data.TensorDataset(split.x, split.y) if isinstance(split, Split) else split
+        data = SplitDataset(split) if isinstance(split, Split) else split
         super().__init__(len(data), **kw)  # type: ignore[arg-type]
         self.data = data
         self.workers = workers
@@ -128,7 +147,7 @@ class TorchLoader(_Loader):
             persistent_workers=False,
         )
         start = self.position
-        for i, (x, y) in enumerate(dl, start=start):
+        for i, (x, y) in enumerate(_unwrap_worker_errors(dl), start=start):
             if i >= len(self):
                 break
             self.position = i + 1
@@ -136,6 +155,24 @@ class TorchLoader(_Loader):
             y = y.to(self.device, non_blocking=True)
             yield self._finish(x, y, i)
         self.set_epoch(self.epoch + 1)
+
+
+def _unwrap_worker_errors(dl: torch.utils.data.DataLoader[Any]) -> Iterator[Any]:
+    """Re-raise a worker's LaminaError with its own one-line message, not the worker's traceback."""
+    batches = iter(dl)
+    try:
+        yield from batches
+    except LaminaError as e:
+        text = str(e)
+        if not text.startswith("Caught LaminaError"):
+            raise
+        raise LaminaError(text.rsplit("LaminaError: ", 1)[-1]) from None
+    finally:
+        # On an error or an early stop, end the workers now: left to the garbage collector (the
+        # worker's exception holds the iterator in a reference cycle) each takes seconds to stop.
+        shutdown = getattr(batches, "_shutdown_workers", None)  # only multi-process iterators have it
+        if shutdown is not None:
+            shutdown()
 
 
 def make_loader(
@@ -151,7 +188,10 @@ def make_loader(
     channels_last: bool = False,
     workers: int = 0,
 ) -> DeviceLoader | TorchLoader:
-    """``kind`` is auto | device | torch; auto keeps the split on the device when it fits easily."""
+    """``kind`` is auto | device | torch; auto keeps the split on the device when it fits easily.
+
+    Splits decoded from files on access (not a tensor) always take the torch loader under auto.
+    """
     if kind == "auto":
         kind = "device" if _fits(split, device) else "torch"
     kw: dict[str, Any] = dict(
@@ -171,6 +211,8 @@ def make_loader(
 
 def _fits(split: Split, device: torch.device) -> bool:
     """Raw split under a quarter of free device memory (or 4 GB of host memory on CPU)."""
+    if not isinstance(split.x, Tensor):  # decoded on access: never resident
+        return False
     nbytes = split.x.element_size() * split.x.nelement()
     if torch.device(device).type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

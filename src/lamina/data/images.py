@@ -2,6 +2,8 @@
 
 One function decodes every image (:func:`_to_array`), so an image seen by ``predict`` goes
 through exactly the conversion (grey or RGB) and resize that the training images went through.
+Folders too large to decode up front stay on disk as :class:`LazyImages`, decoded on access
+(by a DataLoader's workers, through ``data.loader=torch``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 MAX_AUTO_SIDE = 64  # without image_size, the common size is shrunk so its larger side is at most this
 SPLIT_NAMES = ("train", "val", "test")
 PROGRESS_MIN_FILES = 2000
+LAZY_BYTES = 2 * 2**30  # load_image_folder(lazy=None) decodes on access above this many decoded bytes
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
@@ -142,25 +145,105 @@ def _split_folders(root: Path) -> dict[str, Path] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _decode_file(f: Path | str, channels: int, size: tuple[int, int]) -> Tensor:
+    """One image file -> uint8 ``(C, H, W)``; unreadable files raise the one-line :func:`_bad_image`."""
+    try:
+        with Image.open(f) as im:
+            return torch.from_numpy(_to_array(im, channels, size))
+    except _PIL_ERRORS as e:
+        raise _bad_image(f, e) from None
+
+
 def _decode_all(items: list[tuple[Path, int]], channels: int, size: tuple[int, int], what: str) -> Split:
     x = torch.empty((len(items), channels, *size), dtype=torch.uint8)
     with _progress(len(items), what) as advance:
         for i, (f, _) in enumerate(items):
-            try:
-                with Image.open(f) as im:
-                    x[i] = torch.from_numpy(_to_array(im, channels, size))
-            except _PIL_ERRORS as e:
-                raise _bad_image(f, e) from None
+            x[i] = _decode_file(f, channels, size)
             advance()
-    return Split(x, torch.tensor([label for _, label in items], dtype=torch.int64))
+    return Split(x, _labels(items))
 
 
-def load_image_folder(path: str | Path, image_size: int | None = None) -> Dataset:
+def _labels(items: list[tuple[Path, int]]) -> Tensor:
+    return torch.tensor([label for _, label in items], dtype=torch.int64)
+
+
+class LazyImages:
+    """Images decoded from their files on every access: an array-like ``(N, C, H, W)`` uint8.
+
+    For folders too large to decode into memory. Indexing with an int gives one ``(C, H, W)``
+    tensor; a slice, a list or a 1-D tensor of indices gives them stacked ``(n, C, H, W)``.
+    Decoding is exactly the eager path's (:func:`_to_array`). Only plain attributes (path strings,
+    channels, size), so a DataLoader's worker processes receive it cheaply and decode there.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, files: Sequence[str | Path], channels: int, size: tuple[int, int]) -> None:
+        self.files = [str(f) for f in files]
+        self.channels = int(channels)
+        self.size = (int(size[0]), int(size[1]))
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), self.channels, *self.size))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"LazyImages({len(self)} files, channels={self.channels}, size={self.size})"
+
+    def dim(self) -> int:
+        return 4
+
+    def element_size(self) -> int:
+        return 1
+
+    def nelement(self) -> int:
+        return math.prod(self.shape)
+
+    def _indices(self, idx: Any) -> list[int]:
+        if isinstance(idx, slice):
+            return list(range(*idx.indices(len(self))))
+        t = torch.as_tensor(idx)
+        if t.numel() == 0 and t.dim() == 1:
+            return []
+        if t.dtype == torch.bool:
+            if t.shape != (len(self),):
+                raise IndexError(f"boolean mask of shape {tuple(t.shape)} for {len(self)} images")
+            t = torch.nonzero(t).flatten()
+        if t.dim() != 1 or t.dtype.is_floating_point or t.is_complex():
+            raise IndexError(f"LazyImages takes an int, a slice or a 1-D list of indices, got {idx!r}")
+        return [self._index(int(i)) for i in t.tolist()]
+
+    def _index(self, i: int) -> int:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} is out of range for {len(self)} images")
+        return i % len(self)
+
+    def __getitem__(self, idx: Any) -> Tensor:
+        if isinstance(idx, int | np.integer) or (isinstance(idx, Tensor) and idx.dim() == 0 and not idx.is_floating_point()):
+            return _decode_file(self.files[self._index(int(idx))], self.channels, self.size)
+        picks = self._indices(idx)
+        x = torch.empty((len(picks), self.channels, *self.size), dtype=torch.uint8)
+        for j, i in enumerate(picks):
+            x[j] = _decode_file(self.files[i], self.channels, self.size)
+        return x
+
+    def take(self, idx: Any) -> LazyImages:
+        """The images at ``idx`` (any index ``__getitem__`` accepts), without decoding any."""
+        picks = [self._index(int(idx))] if isinstance(idx, int) else self._indices(idx)
+        return LazyImages([self.files[i] for i in picks], self.channels, self.size)
+
+
+def load_image_folder(path: str | Path, image_size: int | None = None, *, lazy: bool | None = None) -> Dataset:
     """Load a folder with one sub-folder of images per class (sorted names are the classes).
 
     Images are grey when every one is grey, else RGB, and are resized (bilinear) to
     ``image_size`` squared, or to the most common size capped at 64 pixels a side. A folder
     holding ``train/`` and ``test/`` (or ``val/``) folders of class folders gives those splits.
+    ``lazy``: keep file paths (:class:`LazyImages`) and decode on access instead of decoding all
+    now; None decodes lazily only when the decoded images would exceed ``LAZY_BYTES``.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -189,7 +272,15 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> Datase
                 raise _bad_image(f, e) from None
     channels = 1 if modes <= GREY_MODES else 3
     size = (int(image_size), int(image_size)) if image_size else _auto_size(sizes)
-    splits = {k: _decode_all(items, channels, size, f"decoding {k} images") for k, (_, items) in scanned.items()}
+    if lazy is None:
+        lazy = len(sizes) * channels * size[0] * size[1] > LAZY_BYTES
+    if lazy:
+        splits = {
+            k: Split(LazyImages([f for f, _ in items], channels, size), _labels(items))
+            for k, (_, items) in scanned.items()
+        }
+    else:
+        splits = {k: _decode_all(items, channels, size, f"decoding {k} images") for k, (_, items) in scanned.items()}
     return Dataset(
         name=root.resolve().name,
         classes=classes,
@@ -220,11 +311,7 @@ def load_image(image: str | Path | Image.Image | np.ndarray | Tensor, preprocess
     path = Path(image).expanduser()
     if not path.is_file():
         raise LaminaError(f"image {path} does not exist; check the path")
-    try:
-        with Image.open(path) as im:
-            return torch.from_numpy(_to_array(im, preprocess.channels, preprocess.size))
-    except _PIL_ERRORS as e:
-        raise _bad_image(path, e) from None
+    return _decode_file(path, preprocess.channels, preprocess.size)
 
 
 def _from_array(a: np.ndarray | Tensor) -> Image.Image:

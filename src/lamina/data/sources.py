@@ -21,7 +21,8 @@ def load(cfg: DataConfig) -> Dataset:
         return DATASETS.get(name).load(cfg)
     path = Path(name).expanduser()
     if path.is_dir():
-        return load_image_folder(path, cfg.image_size)
+        lazy = {"torch": True, "device": False}.get(cfg.loader)  # auto: lazy only when too large to decode
+        return load_image_folder(path, cfg.image_size, lazy=lazy)
     if path.suffix.lower() == ".npz":
         return load_npz(path)
     if path.exists():

@@ -51,6 +51,18 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA GPUs that support it and on CPUs with AVX512-BF16 or AMX;
+    elsewhere it is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every GPU)."""
     random.seed(seed)
@@ -74,15 +86,14 @@ class Engine:
         device: str = "auto",
         precision: str = "auto",
         compile: bool = False,
-        channels_last: bool = False,
+        channels_last: bool | None = False,
         threads: int = 0,
     ) -> Engine:
         dev = resolve_device(device)
         if precision not in PRECISIONS:
             raise LaminaError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
         if precision == "auto":
-            # bf16 autocast only where the hardware has fast bf16 (CUDA); plain fp32 on CPU.
-            precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            precision = "bf16" if has_fast_bf16(dev) else "fp32"
         if precision == "fp16" and dev.type != "cuda":
             raise LaminaError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on this device")
         if dev.type == "cuda":
@@ -92,7 +103,7 @@ class Engine:
         if threads > 0:
             torch.set_num_threads(threads)
         scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-        return cls(dev, precision, compile, channels_last, scaler)
+        return cls(dev, precision, compile, bool(channels_last), scaler)
 
     @property
     def amp_dtype(self) -> torch.dtype | None:

@@ -10,28 +10,30 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lamina import __version__
 from lamina.config import RunConfig, apply_overrides, load_config, save_config, to_dict
 from lamina.data.augment import Augment
-from lamina.data.base import Dataset, Preprocess, Split, build_dataset
+from lamina.data.base import Dataset, Preprocess, build_dataset
 from lamina.data.gpu_loader import make_loader
 from lamina.errors import LaminaError
 from lamina.models import Model, create_model
 from lamina.training import callbacks as cb
-from lamina.training.engine import Engine, resolve_device, seed_everything
+from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
 from lamina.training.optim import create_optimizer, default_lr
 from lamina.training.schedules import create_scheduler
-from lamina.training.trainer import Trainer
+from lamina.training.trainer import NanGuard, Trainer
 from lamina.training.trainer import evaluate as evaluate_model
-from lamina.utils.io import atomic_path, default_run_dir, read_json, write_json
+from lamina.utils.io import atomic_path, atomic_write_bytes, default_run_dir, read_json, write_json
 
 MODEL_FORMAT = "lamina-model/1"
 
@@ -84,6 +86,7 @@ def validate(cfg: RunConfig) -> None:
     OPTIMIZERS.get(cfg.train.optimizer)
     SCHEDULES.get(cfg.train.schedule)
     resolve_device(cfg.train.device)
+    NanGuard(cfg.train.on_nan)  # checks the policy name
     if cfg.data.loader not in ("auto", "device", "torch"):
         raise LaminaError(f"unknown data.loader '{cfg.data.loader}': use auto, device or torch")
     checks = [
@@ -123,6 +126,7 @@ def train(
     overrides: list[str] | tuple[str, ...] = (),
     quiet: bool = False,
     console: Console | None = None,
+    callbacks: Sequence[cb.Callback] = (),
     **kw: Any,
 ) -> RunResult:
     """Train a classifier on ``data`` and write a run folder; see :func:`resolve_config`.
@@ -131,66 +135,131 @@ def train(
         data: a registered dataset name, an image folder or a ``.npz`` file.
         config: a RunConfig or a YAML file; ``overrides``: ``["train.lr=0.05", ...]``.
         quiet: no progress bar or per-epoch lines.
+        callbacks: extra :class:`lamina.training.callbacks.Callback` objects.
     """
     cfg = resolve_config(data, config=config, overrides=overrides, **kw)
     validate(cfg)
+    session = _Session(cfg, console or Console(stderr=True, quiet=quiet), quiet=quiet, extra=callbacks)
+    return session.run()
+
+
+def resume(run: str | Path, *, quiet: bool = False, console: Console | None = None,
+           callbacks: Sequence[cb.Callback] = ()) -> RunResult:
+    """Continue an interrupted run from its newest valid checkpoint (older ones if that is corrupt).
+
+    With ``train.deterministic`` the final weights on CPU are bit-identical to an uninterrupted run.
+    """
+    from lamina.training import checkpoint
+
+    folder = Path(run)
+    if not folder.is_dir():
+        raise LaminaError(f"run folder {folder} does not exist")
+    if (folder / "summary.json").exists():
+        raise LaminaError(f"run {folder} already finished (summary.json exists); nothing to resume")
+    cfg = load_config(folder / "config.yaml")
     console = console or Console(stderr=True, quiet=quiet)
-    t_start = time.perf_counter()
-    seed_everything(cfg.train.seed)
-    ds = build_dataset(cfg.data, seed=cfg.train.seed)
-    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else len(ds.input_shape) == 3
-    engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last, cfg.train.threads)
-    model = build_model(cfg, ds)
-    cfg = replace(cfg, model=replace(cfg.model, name=model.arch["name"]))
+
+    def skipped(path: Path, err: LaminaError) -> None:
+        console.print(f"[yellow]skipping checkpoint[/] {path.name}: {err}; trying the previous one")
+
+    found = checkpoint.latest(folder / "checkpoints", on_skip=skipped)
+    if found is None:
+        raise LaminaError(f"run {folder} has no valid checkpoint to resume from: train it again")
+    state, path = found
+    session = _Session(cfg, console, quiet=quiet, resuming=True, extra=callbacks)
+    session.trainer.load_state_dict(state)
+    _truncate_metrics(folder / "metrics.jsonl", session.trainer.step)
+    console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
+    return session.run()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+
+
+class _Session:
+    """Everything one training run needs, built from a config: shared by train and resume."""
+
+    def __init__(self, cfg: RunConfig, console: Console, *, quiet: bool, resuming: bool = False,
+                 extra: Sequence[cb.Callback] = ()) -> None:
+        self.t_start = time.perf_counter()
+        self.console = console
+        if cfg.train.deterministic:
+            enable_determinism()
+        seed_everything(cfg.train.seed)
+        self.ds = ds = build_dataset(cfg.data, seed=cfg.train.seed)
+        channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else len(ds.input_shape) == 3
+        self.engine = engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last,
+                                             cfg.train.threads)
+        self.model = model = build_model(cfg, ds)
+        cfg = resolve_run(cfg, ds, model.arch["name"])
+        self.cfg, self.out = cfg, Path(cfg.out)
+        if not resuming:
+            _prepare_out(self.out)
+            save_config(cfg, self.out / "config.yaml")
+        self.loaders = _loaders(cfg, ds, engine)
+        t = cfg.train
+        optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
+                                     weight_decay=t.weight_decay, momentum=t.momentum)
+        scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
+                                     warmup_fraction=t.warmup)
+        callbacks: list[cb.Callback] = [
+            cb.MetricsLogger(self.out / "metrics.jsonl"),
+            cb.Checkpoint(self.out / "checkpoints", to_dict(cfg), keep=t.keep_checkpoints,
+                          every_steps=t.checkpoint_every, every_minutes=t.checkpoint_minutes),
+            *extra,
+        ]
+        if not quiet:
+            callbacks.append(cb.ProgressBar(console))
+        if t.early_stopping > 0:
+            callbacks.append(cb.EarlyStopping(t.early_stopping))
+        if t.max_minutes > 0:
+            callbacks.append(cb.TimeLimit(t.max_minutes * 60))
+        self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler,
+                               num_classes=ds.num_classes, label_smoothing=t.label_smoothing, grad_clip=t.grad_clip,
+                               ema_decay=t.ema, on_nan=t.on_nan, callbacks=callbacks)
+
+    def run(self) -> RunResult:
+        cfg, ds, trainer, engine, out = self.cfg, self.ds, self.trainer, self.engine, self.out
+        self.console.print(
+            f"[bold]lamina[/] training {cfg.model.name} ({self.model.num_params():,} parameters) on {ds.name} "
+            f"({len(ds.train):,} train examples) for {cfg.train.epochs} epochs on {engine.device} "
+            f"[{engine.precision}]  -> {out}")
+        trainer.fit(self.loaders["train"], self.loaders.get("val"), epochs=cfg.train.epochs)
+        if trainer.stop_reason:
+            self.console.print(f"stopped early: {trainer.stop_reason}")
+        final = trainer.ema.module if trainer.ema is not None else trainer.module
+        # The reported accuracy is that of the saved model as `predict` runs it: fp32, not compiled.
+        test = evaluate_model(final, self.loaders["test"], engine=Engine(engine.device), num_classes=ds.num_classes)
+        save_model(final, out, ds)
+        summary = {
+            "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+            "per_class_accuracy": dict(zip(ds.classes, test["per_class_accuracy"], strict=True)),
+            "confusion": test["confusion"],
+            "train_seconds": trainer.train_seconds, "total_seconds": time.perf_counter() - self.t_start,
+            "epochs": trainer.epoch, "steps": trainer.step, "skipped_steps": trainer.nan_guard.skipped,
+            "stop_reason": trainer.stop_reason, "params": self.model.num_params(), "model": cfg.model.name,
+            "dataset": ds.name, "train_examples": len(ds.train), "test_examples": test["examples"],
+            "device": _device_name(engine.device), "precision": engine.precision,
+            "torch": torch.__version__, "python": platform.python_version(), "seed": cfg.train.seed,
+            "lamina": __version__,
+        }
+        write_json(out / "summary.json", summary)
+        return RunResult(out, summary, cfg)
+
+
+def resolve_run(cfg: RunConfig, ds: Dataset, model_name: str) -> RunConfig:
+    """Fill in what ``auto``/0/None left open (model name, batch size, lr, run folder): the
+    result is what config.yaml records, so resuming or repeating the run resolves nothing again."""
     batch_size = cfg.data.batch_size or auto_batch_size(len(ds.train))
     lr = cfg.train.lr if cfg.train.lr is not None else default_lr(cfg.train.optimizer, batch_size)
-    cfg = replace(cfg, data=replace(cfg.data, batch_size=batch_size), train=replace(cfg.train, lr=lr))
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg.data.name, cfg.model.name)
-    cfg = replace(cfg, out=str(out))
-    _prepare_out(out)
-    save_config(cfg, out / "config.yaml")
-
-    loaders = _loaders(cfg, ds, engine)
-    optimizer = create_optimizer(cfg.train.optimizer, model.to(engine.device), lr=lr,
-                                 weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum)
-    scheduler = create_scheduler(cfg.train.schedule, optimizer, total_steps=cfg.train.epochs * len(loaders["train"]),
-                                 warmup_fraction=cfg.train.warmup)
-    callbacks: list[cb.Callback] = [cb.MetricsLogger(out / "metrics.jsonl"),
-                                    cb.Checkpoint(out / "checkpoints", to_dict(cfg))]
-    if not quiet:
-        callbacks.append(cb.ProgressBar(console))
-    if cfg.train.early_stopping > 0:
-        callbacks.append(cb.EarlyStopping(cfg.train.early_stopping))
-    if cfg.train.max_minutes > 0:
-        callbacks.append(cb.TimeLimit(cfg.train.max_minutes * 60))
-    trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler, num_classes=ds.num_classes,
-                      label_smoothing=cfg.train.label_smoothing, grad_clip=cfg.train.grad_clip,
-                      ema_decay=cfg.train.ema, callbacks=callbacks)
-    console.print(f"[bold]lamina[/] training {cfg.model.name} ({model.num_params():,} parameters) on {ds.name} "
-                  f"({len(ds.train):,} train examples) for {cfg.train.epochs} epochs on {engine.device} "
-                  f"[{engine.precision}]  -> {out}")
-    trainer.fit(loaders["train"], loaders.get("val"), epochs=cfg.train.epochs)
-    if trainer.stop_reason:
-        console.print(f"stopped early: {trainer.stop_reason}")
-
-    final = trainer.ema.module if trainer.ema is not None else trainer.module
-    # The reported accuracy is that of the saved model as `predict` runs it: fp32, not compiled.
-    test = evaluate_model(final, loaders["test"], engine=Engine(engine.device), num_classes=ds.num_classes)
-    save_model(final, out, ds)
-    summary = {
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-        "per_class_accuracy": dict(zip(ds.classes, test["per_class_accuracy"], strict=True)),
-        "confusion": test["confusion"],
-        "train_seconds": trainer.train_seconds, "total_seconds": time.perf_counter() - t_start,
-        "epochs": trainer.epoch, "steps": trainer.step, "stop_reason": trainer.stop_reason,
-        "params": model.num_params(), "model": cfg.model.name, "dataset": ds.name,
-        "train_examples": len(ds.train), "test_examples": test["examples"],
-        "device": _device_name(engine.device), "precision": engine.precision,
-        "torch": torch.__version__, "python": platform.python_version(), "seed": cfg.train.seed,
-        "lamina": __version__,
-    }
-    write_json(out / "summary.json", summary)
-    return RunResult(out, summary, cfg)
+    out = cfg.out or str(default_run_dir(cfg.data.name, model_name))
+    return replace(cfg, model=replace(cfg.model, name=model_name), data=replace(cfg.data, batch_size=batch_size),
+                   train=replace(cfg.train, lr=lr), out=out)
 
 
 def _prepare_out(out: Path) -> None:
@@ -289,19 +358,43 @@ def load(run: str | Path, device: str = "cpu") -> Predictor:
     if not folder.is_dir():
         raise LaminaError(f"run folder {folder} does not exist")
     meta = read_json(folder / "model.json", "model description")
+    if not isinstance(meta, dict):
+        raise LaminaError(f"{folder}/model.json is not a JSON object: it is corrupt; train again")
     if meta.get("format") != MODEL_FORMAT:
         raise LaminaError(f"{folder}/model.json has format {meta.get('format')!r}; this lamina reads {MODEL_FORMAT}")
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise LaminaError(f"{weights} does not exist: the run did not finish; train again")
-    model = create_model(**meta["arch"])
+
+    def first_line(e: BaseException) -> str:
+        return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}"
+
     try:
-        state = load_file(str(weights))
-        model.load_state_dict(state)
+        arch, classes, modality = meta["arch"], meta["classes"], meta["modality"]
+        if not (isinstance(arch, dict) and isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+                and isinstance(modality, str)):
+            raise TypeError("'arch' must be an object, 'classes' a list of names and 'modality' a name")
+        preprocess = Preprocess.from_dict(meta["preprocess"])
+        with torch.device("meta"):  # the architecture without memory: a model.json asking for a huge net costs nothing
+            skeleton = create_model(**arch)
+    except LaminaError as e:
+        raise LaminaError(f"{folder}/model.json describes no valid model: {e}") from None
+    except (LookupError, TypeError, ValueError, OverflowError, RuntimeError, AttributeError) as e:
+        raise LaminaError(f"{folder}/model.json is corrupt ({first_line(e)}); train again") from None
+    if len(classes) != skeleton.num_classes:
+        raise LaminaError(f"{folder}/model.json names {len(classes)} classes for a model with {skeleton.num_classes}")
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    try:  # read the weights' header only, and compare it with the architecture before allocating anything
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        if shapes != expected:
+            wrong = sorted(set(shapes) ^ set(expected)) or sorted(k for k in shapes if shapes[k] != expected[k])
+            raise ValueError(f"tensors differ from the architecture's, first at '{wrong[0]}'")
+        model = create_model(**arch)
+        model.load_state_dict(load_file(str(weights)))
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise LaminaError(f"{weights} is corrupt or does not match model.json ({str(e).splitlines()[0][:120]})") from None
-    return Predictor(model, Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]), meta["modality"],
-                     resolve_device(device))
+        raise LaminaError(f"{weights} is corrupt or does not match model.json ({first_line(e)})") from None
+    return Predictor(model, preprocess, list(classes), modality, resolve_device(device))
 
 
 def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[str, Any]:
@@ -322,4 +415,4 @@ def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[
             "confusion": m["confusion"]}
 
 
-__all__ = ["Predictor", "RunResult", "Split", "evaluate", "load", "resolve_config", "train"]
+__all__ = ["Predictor", "RunResult", "evaluate", "load", "resolve_config", "resume", "train"]

@@ -68,6 +68,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     channels_last: bool | None = None  # NHWC memory format; None: on for image inputs (faster on GPU and CPU)
     threads: int = 0  # CPU threads for torch; 0: torch's default
+    deterministic: bool = False  # deterministic algorithms: a resumed CPU run is bit-identical
+    checkpoint_every: int = 0  # also checkpoint every this many steps (always at epoch ends); 0: off
+    checkpoint_minutes: float = 0.0  # also checkpoint every this many minutes; 0: off
+    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
+    on_nan: str = "stop"  # a NaN/inf loss or gradient: stop | skip | rollback | off (no check)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class RunConfig:
 
 
 C = TypeVar("C")
+
+# What yaml.safe_load raises on bad text: YAMLError, but also the errors of its scalar constructors
+# ("2001-13-01": ValueError, "!!bool maybe": KeyError, "!!float ''": IndexError, ...) and deep nesting.
+_YAML_ERRORS = (yaml.YAMLError, ValueError, TypeError, LookupError, AttributeError, OverflowError, RecursionError)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -113,8 +122,8 @@ def from_dict(data: dict[str, Any], cls: type[C] = RunConfig, prefix: str = "") 
                 + did_you_mean(prefix + str(key), all_keys(RunConfig) if prefix or cls is RunConfig else names)
             )
         t = hints[key]
-        if is_dataclass(t):
-            kwargs[key] = from_dict(value or {}, t, f"{prefix}{key}.")
+        if is_dataclass(t):  # an empty section (``train:`` in YAML) keeps the defaults; ``train: 0`` is an error
+            kwargs[key] = from_dict({} if value is None else value, t, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, t, prefix + key)
     return cls(**kwargs)
@@ -139,12 +148,10 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif t is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        if isinstance(value, int | float | str) and not isinstance(value, bool):  # YAML 1.1 reads "1e-3" as a string
             try:
                 return float(value)
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or an integer beyond any float
                 pass
     elif t is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
@@ -169,7 +176,7 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             raise LaminaError(f"unknown config key '{key}': {did_you_mean(key, valid)}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except _YAML_ERRORS:  # not a YAML scalar (e.g. "2001-13-01"): keep the text
             value = raw
         node = data
         *parents, leaf = key.split(".")
@@ -186,8 +193,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise LaminaError(f"config file '{p}' does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise LaminaError(f"config file '{p}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    except (OSError, *_YAML_ERRORS) as e:  # UnicodeDecodeError is a ValueError
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise LaminaError(f"config file '{p}' is not valid YAML: {why}") from None
     return from_dict(data)
 
 

@@ -12,8 +12,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lamina.errors import LaminaError
+from lamina.training.callbacks import Interrupted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
     t.add_argument("--config", help="YAML config file (any subset of the keys in a run's config.yaml)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
+    t.add_argument("--checkpoint-minutes", type=float, metavar="MIN", help="also checkpoint every MIN minutes")
+    t.add_argument("--on-nan", choices=["stop", "skip", "rollback", "off"], help="what a NaN/inf loss does")
+    t.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic algorithms (bit-identical resume on CPU)")
+
+    r = sub.add_parser("resume", help="continue an interrupted run from its newest valid checkpoint")
+    r.add_argument("run")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("eval", help="evaluate a run's saved model on its test split")
     e.add_argument("run")
@@ -69,12 +80,26 @@ def cmd_train(a: argparse.Namespace) -> int:
     if data is not None and "=" in data and not Path(data).exists():
         overrides.insert(0, data)  # `lamina train --config c.yaml train.lr=0.1`
         data = None
+    flags = {"train.checkpoint_every": a.checkpoint_every, "train.checkpoint_minutes": a.checkpoint_minutes,
+             "train.on_nan": a.on_nan, "train.deterministic": a.deterministic}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
     run = train(data, config=a.config, overrides=overrides, quiet=a.quiet, model=a.model, epochs=a.epochs,
                 batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out)
+    _print_result(run)
+    return 0
+
+
+def cmd_resume(a: argparse.Namespace) -> int:
+    from lamina.api import resume
+
+    _print_result(resume(a.run, quiet=a.quiet))
+    return 0
+
+
+def _print_result(run: Any) -> None:
     s = run.summary
     print(f"test accuracy {s['test_accuracy']:.4f}  (loss {s['test_loss']:.4f}, {s['train_seconds']:.1f}s of "
           f"training on {s['device']})  run folder: {run.dir}")
-    return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -134,7 +159,7 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        run = e.checkpoint.parent.parent if e.checkpoint else "RUN"  # <run>/checkpoints/step-N
+        print(f"{e}; checkpoint saved in {e.checkpoint}; resume with: lamina resume {run}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ big-endian uint32, then the data in row-major order (big-endian for multi-byte t
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from pathlib import Path
 
@@ -25,6 +26,7 @@ IDX_DTYPES: dict[int, str] = {
     0x0D: ">f4",
     0x0E: ">f8",
 }
+CHUNK = 1 << 20  # bytes decompressed per read
 
 
 def _corrupt(path: Path, why: str) -> LaminaError:
@@ -44,29 +46,42 @@ def read_idx(path: str | Path) -> Tensor:
     if not path.is_file():
         raise LaminaError(f"IDX file {path} does not exist")
     raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix says
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise _corrupt(path, f"bad or truncated gzip data: {e}") from None
-    elif path.suffix == ".gz":
+    gz = raw[:2] == b"\x1f\x8b"  # gzip magic, whatever the suffix says
+    if not gz and path.suffix == ".gz":
         raise _corrupt(path, "named .gz but not gzip-compressed")
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise _corrupt(path, "bad magic number")
-    dtype_byte, ndim = raw[2], raw[3]
-    if dtype_byte not in IDX_DTYPES:
-        raise _corrupt(path, f"unknown dtype byte 0x{dtype_byte:02x}")
-    if ndim == 0:
-        raise _corrupt(path, "zero dimensions")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _corrupt(path, "header is cut short")
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(IDX_DTYPES[dtype_byte])
-    count = int(np.prod(dims, dtype=object))
-    expected = header + count * dtype.itemsize
-    if len(raw) != expected:
-        raise _corrupt(path, f"dims {dims} need {expected} bytes, file has {len(raw)}")
-    arr = np.frombuffer(raw, dtype=dtype, offset=header, count=count).reshape(dims)
+    # Decompress only as far as the header says the data goes: a small file of garbage that
+    # inflates to gigabytes (a gzip bomb) is refused after reading one byte past the data.
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if gz else io.BytesIO(raw)
+    try:
+        head = stream.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0:
+            raise _corrupt(path, "bad magic number")
+        dtype_byte, ndim = head[2], head[3]
+        if dtype_byte not in IDX_DTYPES:
+            raise _corrupt(path, f"unknown dtype byte 0x{dtype_byte:02x}")
+        if ndim == 0:
+            raise _corrupt(path, "zero dimensions")
+        header = 4 + 4 * ndim
+        dims_raw = stream.read(4 * ndim)
+        if len(dims_raw) < 4 * ndim:
+            raise _corrupt(path, "header is cut short")
+        dims = [int.from_bytes(dims_raw[4 * i : 4 + 4 * i], "big") for i in range(ndim)]
+        dtype = np.dtype(IDX_DTYPES[dtype_byte])
+        count = int(np.prod(dims, dtype=object))
+        expected = header + count * dtype.itemsize
+        chunks, size = [head, dims_raw], header
+        while size <= expected:  # read one byte more than needed, to detect trailing data
+            chunk = stream.read(min(CHUNK, expected + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise _corrupt(path, f"bad or truncated gzip data: {e}") from None
+    if size != expected:
+        have = f"{size} or more" if size > expected else str(size)
+        raise _corrupt(path, f"dims {dims} need {expected} bytes, file has {have}")
+    data = b"".join(chunks)
+    arr = np.frombuffer(data, dtype=dtype, offset=header, count=count).reshape(dims)
     # copy into native byte order: torch cannot hold big-endian or read-only buffers
     return torch.from_numpy(arr.astype(dtype.newbyteorder("="), copy=True))

@@ -32,11 +32,20 @@ MAX_AUTO_SIDE = 64  # without image_size, the common size is shrunk so its large
 SPLIT_NAMES = ("train", "val", "test")
 PROGRESS_MIN_FILES = 2000
 LAZY_BYTES = 2 * 2**30  # load_image_folder(lazy=None) decodes on access above this many decoded bytes
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
+# DecompressionBombWarning is an error when warnings are (python -W error): then it is refused like the rest
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError,
+               Image.DecompressionBombWarning)
 
 
 def _bad_image(path: Path | str, e: BaseException) -> LaminaError:
     return LaminaError(f"cannot read image {path}: {e}; remove or replace it")
+
+
+def _check_pixels(im: Image.Image) -> None:
+    """Refuse an image larger than PIL's decompression-bomb limit (PIL only warns below twice that)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.width * im.height > limit:
+        raise ValueError(f"{im.width}x{im.height} pixels is more than PIL.Image.MAX_IMAGE_PIXELS={limit}")
 
 
 def _oriented_size(im: Image.Image) -> tuple[int, int]:
@@ -149,6 +158,7 @@ def _decode_file(f: Path | str, channels: int, size: tuple[int, int]) -> Tensor:
     """One image file -> uint8 ``(C, H, W)``; unreadable files raise the one-line :func:`_bad_image`."""
     try:
         with Image.open(f) as im:
+            _check_pixels(im)
             return torch.from_numpy(_to_array(im, channels, size))
     except _PIL_ERRORS as e:
         raise _bad_image(f, e) from None
@@ -266,6 +276,7 @@ def load_image_folder(path: str | Path, image_size: int | None = None, *, lazy: 
         for f, _ in items:
             try:
                 with Image.open(f) as im:  # header only: cheap
+                    _check_pixels(im)
                     modes.add(im.mode)
                     sizes.append(_oriented_size(im))
             except _PIL_ERRORS as e:
@@ -335,7 +346,7 @@ def _from_array(a: np.ndarray | Tensor) -> Image.Image:
 
 # ---------------------------------------------------------------------------------------------- npz
 NPZ_KEYS = "'x' and 'y' (or 'x_train', 'y_train' and optionally 'x_test', 'y_test')"
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError)
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError, MemoryError)
 
 
 def _bad_npz(path: Path, why: str) -> LaminaError:
@@ -354,6 +365,10 @@ def _npz_array(path: Path, z: Any, key: str) -> np.ndarray:
         raise LaminaError(f"{path}: array '{key}' holds Python objects, which lamina never unpickles; save numbers or strings")
     if math.prod(shape) * dtype.itemsize > info.file_size:
         raise _bad_npz(path, f"array '{key}' is cut short")
+    # the zip's own size field is no proof either: deflate inflates at most ~1032:1, storing 1:1
+    ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}.get(info.compress_type)
+    if ratio and info.file_size > ratio * info.compress_size + 1024:
+        raise _bad_npz(path, f"array '{key}' claims {info.file_size} bytes from {info.compress_size} compressed")
     return z[key]
 
 
@@ -430,7 +445,10 @@ def load_npz(path: str | Path) -> Dataset:
         raise LaminaError(f"npz file {path} does not exist; check the path")
     try:
         with open(path, "rb") as f:  # our own handle: np.load leaks its own when the zip is corrupt
-            z = np.load(f, allow_pickle=False)
+            # a lone .npy is refused before np.load reads it: its header could claim terabytes
+            single = f.read(6) == b"\x93NUMPY"
+            f.seek(0)
+            z = None if single else np.load(f, allow_pickle=False)
             if not hasattr(z, "files"):
                 raise _bad_npz(path, "it holds a single .npy array, save with numpy.savez instead")
             with z:

@@ -35,6 +35,7 @@ class Model(nn.Module):
     input_shape: tuple[int, ...]
     num_classes: int
     num_features: int  # length of the pooled vector the linear head reads
+    pool: str = "avg"  # global pooling of the last feature map: "avg" or "max"
     arch: dict[str, Any]
 
     def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
@@ -76,8 +77,11 @@ class Model(nn.Module):
         return x
 
     def forward_head(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global average pool, dropout and linear: (B, C, *S) -> (B, K); ``pre_logits``: (B, C)."""
-        x = feats.mean(dim=tuple(range(2, feats.ndim))) if feats.ndim > 2 else feats  # (B, C)
+        """Global pool (``self.pool``), dropout and linear: (B, C, *S) -> (B, K); ``pre_logits``: (B, C)."""
+        if feats.ndim > 2:
+            dims = tuple(range(2, feats.ndim))
+            feats = feats.amax(dim=dims) if self.pool == "max" else feats.mean(dim=dims)  # (B, C)
+        x = feats
         if pre_logits:
             return x
         return self.head(self.head_drop(x))  # (B, K)

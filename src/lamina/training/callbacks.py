@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,16 +149,75 @@ class TimeLimit(Callback):
             raise CancelFit(f"time limit of {self.seconds / 60:g} min reached")
 
 
+class Interrupted(Exception):
+    """Training was stopped by SIGINT/SIGTERM after a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}")
+
+
 class Checkpoint(Callback):
-    """Saves the whole training state atomically at the end of each epoch, keeping the last ``keep``."""
+    """Saves the whole training state atomically, keeping the newest ``keep``.
+
+    It saves at the end of every epoch, every ``every_steps`` steps and every ``every_minutes``
+    minutes (0 turns either off), and, when ``handle_signals``, on SIGINT/SIGTERM: the signal only
+    sets a flag, the current step finishes, a checkpoint is written and :class:`Interrupted` is
+    raised. A second Ctrl-C aborts at once. It also gives the NaN guard the newest checkpoint to
+    roll back to.
+    """
 
     order = 80
 
-    def __init__(self, folder: str | Path, config: dict[str, Any], keep: int = 2) -> None:
-        self.folder, self.config, self.keep = Path(folder), config, keep
+    def __init__(self, folder: str | Path, config: dict[str, Any], *, keep: int = 2, every_steps: int = 0,
+                 every_minutes: float = 0.0, handle_signals: bool = True) -> None:
+        self.folder, self.config, self.keep = Path(folder), config, max(1, keep)
+        self.every_steps, self.every_seconds = every_steps, every_minutes * 60
+        self.handle_signals = handle_signals
+        self.last_step = -1
+        self.last_path: Path | None = None
+        self._signal: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def epoch_end(self, trainer: Trainer) -> None:
+    def save(self, trainer: Trainer) -> Path:
         from lamina.training import checkpoint
 
-        checkpoint.save({**trainer.state_dict(), "config": self.config}, self.folder / f"step-{trainer.step:09d}")
-        checkpoint.prune(self.folder, self.keep)
+        if trainer.step != self.last_step or self.last_path is None:
+            path = checkpoint.save({**trainer.state_dict(), "config": self.config}, self.folder / f"step-{trainer.step:09d}")
+            checkpoint.prune(self.folder, self.keep)
+            self.last_step, self.last_path, self._last_time = trainer.step, path, time.monotonic()
+        return self.last_path
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second signal acts at once
+
+    def fit_start(self, trainer: Trainer) -> None:
+        self._last_time = time.monotonic()
+        trainer.nan_guard.rollback_source = self.newest_state
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._on_signal)
+
+    def batch_end(self, trainer: Trainer) -> None:
+        if self._signal is not None:
+            path = self.save(trainer)
+            raise Interrupted(self._signal, trainer.step, path)
+        due_steps = self.every_steps > 0 and trainer.step % self.every_steps == 0
+        due_time = self.every_seconds > 0 and time.monotonic() - self._last_time >= self.every_seconds
+        if due_steps or due_time:
+            self.save(trainer)
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
+    def fit_end(self, trainer: Trainer) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def newest_state(self) -> dict[str, Any] | None:
+        from lamina.training import checkpoint
+
+        found = checkpoint.latest(self.folder)
+        return found[0] if found else None

@@ -12,10 +12,12 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lamina.errors import LaminaError
@@ -23,6 +25,7 @@ from lamina.errors import LaminaError
 FORMAT = "lamina-checkpoint/1"
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
+FILES = ("tensors.safetensors", "state.json")  # the files the manifest checksums
 
 
 def flatten(tree: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
@@ -121,13 +124,20 @@ def verify(folder: str | Path) -> None:
     folder = Path(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise LaminaError(f"checkpoint {folder} has no readable manifest.json: it is incomplete or corrupt") from None
+    if not isinstance(manifest, dict):
+        raise LaminaError(f"checkpoint {folder}: manifest.json is not a JSON object (corrupt)")
     if manifest.get("format") != FORMAT:
         raise LaminaError(f"checkpoint {folder} has format {manifest.get('format')!r}, this lamina reads {FORMAT}")
-    for name, digest in manifest["sha256"].items():
+    digests = manifest.get("sha256")
+    # Only the checkpoint's own files are checked: a manifest naming others ("/dev/zero") is not followed,
+    # and one that leaves a file out does not let that file pass unchecked.
+    if not isinstance(digests, dict) or not all(isinstance(digests.get(name), str) for name in FILES):
+        raise LaminaError(f"checkpoint {folder}: manifest.json lacks the checksums of {' and '.join(FILES)} (corrupt)")
+    for name in FILES:
         path = folder / name
-        if not path.is_file() or sha256_file(path) != digest:
+        if not path.is_file() or sha256_file(path) != digests[name]:
             raise LaminaError(f"checkpoint {folder}: {name} is missing or does not match its checksum (corrupt)")
 
 
@@ -135,8 +145,13 @@ def load(folder: str | Path) -> dict[str, Any]:
     """Verify and read a checkpoint written by :func:`save` (no pickle involved)."""
     folder = Path(folder)
     verify(folder)
-    tensors = load_file(str(folder / "tensors.safetensors"))
-    return unflatten(json.loads((folder / "state.json").read_text()), tensors)
+    try:
+        tensors = load_file(str(folder / "tensors.safetensors"))
+        return unflatten(json.loads((folder / "state.json").read_text()), tensors)
+    except (SafetensorError, OSError, ValueError, LookupError, TypeError, AttributeError, RecursionError) as e:
+        # checksums match, yet a file does not parse (or refers to a tensor that is not there)
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise LaminaError(f"checkpoint {folder} is corrupt: {type(e).__name__}: {why}") from None
 
 
 def prune(parent: str | Path, keep: int) -> None:
@@ -144,3 +159,18 @@ def prune(parent: str | Path, keep: int) -> None:
     folders = sorted(p for p in Path(parent).iterdir() if p.is_dir() and not p.name.startswith("."))
     for old in folders[: max(0, len(folders) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def latest(parent: str | Path, on_skip: Callable[[Path, LaminaError], None] | None = None) -> tuple[dict[str, Any], Path] | None:
+    """The newest checkpoint in ``parent`` that verifies, with its folder; older ones are tried
+    when a newer one is corrupt (``on_skip`` hears about each one passed over)."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return None
+    for folder in sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True):
+        try:
+            return load(folder), folder
+        except LaminaError as e:
+            if on_skip:
+                on_skip(folder, e)
+    return None

@@ -63,6 +63,15 @@ def has_fast_bf16(device: torch.device) -> bool:
     return False
 
 
+def enable_determinism() -> None:
+    """Deterministic kernels everywhere (errors on ops that have none), no cuDNN autotuning."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every GPU)."""
     random.seed(seed)
@@ -99,7 +108,7 @@ class Engine:
         if dev.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls
             torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
         if threads > 0:
             torch.set_num_threads(threads)
         scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None

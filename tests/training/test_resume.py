@@ -1,0 +1,117 @@
+"""Exact resume, signals, corrupt checkpoints and non-finite values, in-process on tiny data."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import lamina
+from lamina.errors import LaminaError
+from lamina.training.callbacks import Callback, Interrupted
+from lamina.training.trainer import NonFiniteError
+
+BASE = ["train.deterministic=true", "train.checkpoint_every=3", "data.batch_size=16", "model.name=cnn",
+        "model.width=4", "train.ema=0.9", "model.dropout=0.2", "data.cutout=2"]
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    y = rng.integers(0, 3, 150)
+    x = (rng.random((150, 1, 8, 8)) * 80 + y[:, None, None, None] * 60).astype(np.uint8)
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def _train(npz, out, *extra, callbacks=()):
+    return lamina.train(str(npz), epochs=3, out=str(out), quiet=True, overrides=[*BASE, *extra], callbacks=callbacks)
+
+
+class SignalAt(Callback):
+    order = 10  # before the checkpoint callback, which acts on the flag in the same step
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.step, self.signum = step, signum
+
+    def batch_end(self, trainer):
+        if trainer.step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.fixture(scope="module")
+def reference(npz, tmp_path_factory):
+    run = _train(npz, tmp_path_factory.mktemp("ref") / "run")
+    return (run.dir / "model.safetensors").read_bytes(), run
+
+
+@pytest.mark.parametrize("step,signum", [(5, signal.SIGINT), (7, signal.SIGTERM), (14, signal.SIGINT), (15, signal.SIGTERM)])
+def test_interrupt_then_resume_is_bit_identical(npz, tmp_path, reference, step, signum):
+    # 150 examples: 8 per class held out for test, 5 % of the rest for val -> 7 steps of 16 an epoch
+    with pytest.raises(Interrupted) as info:
+        _train(npz, tmp_path / "run", callbacks=[SignalAt(step, signum)])
+    assert info.value.step == step and info.value.signum == signum
+    assert info.value.checkpoint.name == f"step-{step:09d}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    run = lamina.resume(tmp_path / "run", quiet=True)
+    assert (run.dir / "model.safetensors").read_bytes() == reference[0]
+    assert run.summary["steps"] == reference[1].summary["steps"]
+    steps = [r for r in (run.dir / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in r]
+    assert len(steps) == 3  # each epoch logged once
+
+
+def test_resume_skips_a_corrupt_checkpoint(npz, tmp_path, reference, capsys):
+    with pytest.raises(Interrupted):
+        _train(npz, tmp_path / "run", callbacks=[SignalAt(11)])
+    newest = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    (newest / "tensors.safetensors").write_bytes(b"garbage")
+    from rich.console import Console
+
+    run = lamina.resume(tmp_path / "run", console=Console(stderr=True))
+    assert "skipping checkpoint" in capsys.readouterr().err
+    assert (run.dir / "model.safetensors").read_bytes() == reference[0]
+
+
+def test_resume_errors(tmp_path, reference):
+    with pytest.raises(LaminaError, match="does not exist"):
+        lamina.resume(tmp_path / "none")
+    with pytest.raises(LaminaError, match="already finished"):
+        lamina.resume(reference[1].dir)
+
+
+class NanAt(Callback):
+    """stage2 of the model returns NaN in training steps ``step`` .. ``step + times - 1``."""
+
+    def __init__(self, step: int, times: int = 1) -> None:
+        self.step, self.times = step, times
+
+    def fit_start(self, trainer):
+        def hook(module, inputs, output):
+            if module.training and self.step <= trainer.step + 1 < self.step + self.times:
+                return output * float("nan")
+            return output
+
+        trainer.module.stage2.register_forward_hook(hook)
+
+
+def test_nan_stop_names_step_and_layer_and_keeps_checkpoint(npz, tmp_path):
+    with pytest.raises(NonFiniteError, match=r"step 5: the first non-finite output is layer 'stage2'") as info:
+        _train(npz, tmp_path / "run", callbacks=[NanAt(5)])
+    assert "lower train.lr" in str(info.value)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step-000000003"]
+    from lamina.training import checkpoint
+
+    state = checkpoint.load(tmp_path / "run" / "checkpoints" / ckpts[0])
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_nan_skip_and_rollback_finish_the_run(npz, tmp_path):
+    run = _train(npz, tmp_path / "skip", "train.on_nan=skip", callbacks=[NanAt(5, times=2)])
+    assert run.summary["skipped_steps"] == 2 and np.isfinite(run.summary["test_loss"])
+    run = _train(npz, tmp_path / "rb", "train.on_nan=rollback", callbacks=[NanAt(8)])
+    assert np.isfinite(run.summary["test_loss"]) and run.summary["steps"] == 21

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -195,6 +196,9 @@ class Checkpoint(Callback):
     def fit_start(self, trainer: Trainer) -> None:
         self._last_time = time.monotonic()
         trainer.nan_guard.rollback_source = self.newest_state
+        if self.folder.is_dir():  # half-written checkpoints of a process that was killed
+            for stale in self.folder.glob(".*"):
+                shutil.rmtree(stale, ignore_errors=True)
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._previous[s] = signal.signal(s, self._on_signal)

@@ -76,7 +76,7 @@ def _kill_chain(data: Path, run: Path, seed: int) -> dict[str, int]:
             time.sleep(0.005)
         if not killed and proc.poll() is None:
             continue  # still running and not yet killed: keep watching
-        out, err = proc.communicate()
+        _, err = proc.communicate()
         if not killed:
             assert proc.returncode == 0, err
             return stats

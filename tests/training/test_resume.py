@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,72 @@ def test_nan_skip_and_rollback_finish_the_run(npz, tmp_path):
     assert run.summary["skipped_steps"] == 2 and np.isfinite(run.summary["test_loss"])
     run = _train(npz, tmp_path / "rb", "train.on_nan=rollback", callbacks=[NanAt(8)])
     assert np.isfinite(run.summary["test_loss"]) and run.summary["steps"] == 21
+
+
+class FillDisk(Callback):
+    """After the first checkpoint, fill the disk the run folder is on."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def batch_end(self, trainer):
+        if trainer.step == 4:
+            with open(self.folder / "filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+
+
+def _tmpfs(path, size="3m"):
+    import subprocess
+
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def _fail_after_first_checkpoint(monkeypatch):
+    from lamina.training import checkpoint as ck
+
+    real = ck.save_file
+
+    def save_file(tensors, path):
+        if any(Path(path).parent.parent.glob("step-*")):
+            raise OSError(28, "No space left on device")
+        real(tensors, path)
+
+    monkeypatch.setattr(ck, "save_file", save_file)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(npz, tmp_path, monkeypatch):
+    """A real full disk (a 3 MB tmpfs filled after the first checkpoint) where root may mount one."""
+    disk = tmp_path / "disk"
+    mounted = _tmpfs(disk)
+    if not mounted:
+        _fail_after_first_checkpoint(monkeypatch)
+    try:
+        with pytest.raises(LaminaError, match=r"No space left.*earlier checkpoints are intact"):
+            _train(npz, disk / "run", callbacks=[FillDisk(disk)] if mounted else [])
+        ckpts = sorted((disk / "run" / "checkpoints").glob("step-*"))
+        assert [p.name for p in ckpts] == ["step-000000003"]
+        from lamina.training import checkpoint
+
+        assert checkpoint.load(ckpts[0])["counters"]["step"] == 3
+        assert not list((disk / "run" / "checkpoints").glob(".tmp-*"))
+    finally:
+        if mounted:
+            import subprocess
+
+            subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_full_disk_is_a_one_line_cli_error(npz, tmp_path, monkeypatch, capsys):
+    from lamina.cli.main import main
+
+    _fail_after_first_checkpoint(monkeypatch)
+    assert main(["train", str(npz), "--out", str(tmp_path / "run"), "--quiet", *BASE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "No space left" in err, err

@@ -187,6 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, a read-only folder, a vanished file: the system's own words
+        if args.debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}: free disk space, fix permissions or choose another --out",
+              file=sys.stderr)
+        return 2
     except Exception as e:  # a bug in lamina, not bad input: still one line unless --debug
         if args.debug:
             raise

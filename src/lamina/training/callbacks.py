@@ -104,8 +104,11 @@ class MetricsLogger(Callback):
         self.file = self.path.open("a")
 
     def _write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise LaminaError(f"could not write {self.path}: {e.strerror or e} (free disk space)") from None
 
     def batch_end(self, trainer: Trainer) -> None:
         if trainer.step % self.every == 0:

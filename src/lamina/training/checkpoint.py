@@ -110,10 +110,11 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
         else:
             tmp.rename(folder)
         _fsync(folder.parent)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         raise LaminaError(
-            f"could not write checkpoint {folder}: {e.strerror or e}; earlier checkpoints are intact "
+            f"could not write checkpoint {folder}: {reason}; earlier checkpoints are intact "
             "(free disk space or choose another --out)"
         ) from None
     return folder

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from lamina.errors import LaminaError
 
 
@@ -29,8 +31,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         tmp.replace(path)
-    except OSError as e:
-        raise LaminaError(f"could not write {path}: {e.strerror or e} (free disk space or choose another --out)") from None
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise LaminaError(f"could not write {path}: {reason} (free disk space or choose another --out)") from None
     finally:
         tmp.unlink(missing_ok=True)
 

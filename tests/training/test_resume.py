@@ -185,3 +185,14 @@ def test_full_disk_is_a_one_line_cli_error(npz, tmp_path, monkeypatch, capsys):
     assert main(["train", str(npz), "--out", str(tmp_path / "run"), "--quiet", *BASE]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "No space left" in err, err
+
+
+def test_callback_state_and_counters_are_checkpointed(npz, tmp_path):
+    from lamina.training import checkpoint
+
+    with pytest.raises(Interrupted):
+        _train(npz, tmp_path / "run", "train.early_stopping=5", callbacks=[SignalAt(10)])
+    state = checkpoint.load(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1])
+    assert state["counters"]["step"] == 10 and state["counters"]["samples"] == 160
+    assert state["callbacks"]["EarlyStopping"]["bad"] == 0 and state["callbacks"]["EarlyStopping"]["best"] > 0
+    assert state["data"] == {"epoch": 1, "position": 3, "seed": 0}  # 7 steps an epoch: step 10 = 3rd of epoch 2

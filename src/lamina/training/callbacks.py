@@ -130,6 +130,13 @@ class EarlyStopping(Callback):
         self.patience, self.min_delta = patience, min_delta
         self.best, self.bad = math.inf, 0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best if math.isfinite(self.best) else None, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = math.inf if state["best"] is None else float(state["best"])
+        self.bad = int(state["bad"])
+
     def epoch_end(self, trainer: Trainer) -> None:
         loss = trainer.last_epoch.get("val_loss")
         if loss is None:

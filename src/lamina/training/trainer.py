@@ -55,7 +55,7 @@ class Trainer:
         self.nan_guard = NanGuard(on_nan)
         self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
-        self.step = self.epoch = 0
+        self.step = self.epoch = self.samples = 0
         self.epochs = self.total_steps = self.batch_size = 0
         self.train_seconds = 0.0
         self.stop_reason = ""
@@ -102,6 +102,7 @@ class Trainer:
             self._loss_sum += loss * len(y)
             self._correct += correct
             self._seen += len(y)
+            self.samples += len(y)
             self.step += 1
             self._emit("batch_end")
         self.engine.synchronize()
@@ -170,7 +171,7 @@ class Trainer:
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "counters": {"step": self.step, "epoch": self.epoch, "train_seconds": self.elapsed,
-                         "skipped_steps": self.nan_guard.skipped},
+                         "samples": self.samples, "skipped_steps": self.nan_guard.skipped},
             "epoch_sums": {"loss_sum": float(self._loss_sum), "correct": int(self._correct), "seen": self._seen}
             if getattr(self, "_t0", None) else None,
             "rng": rng_state(),
@@ -183,6 +184,7 @@ class Trainer:
             state["ema"] = self.ema.state_dict()
         if self.train_loader is not None and hasattr(self.train_loader, "state_dict"):
             state["data"] = self.train_loader.state_dict()
+        state["callbacks"] = {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -190,8 +192,13 @@ class Trainer:
         self.load_weights(state)
         c = state["counters"]
         self.step, self.epoch, self.train_seconds = int(c["step"]), int(c["epoch"]), float(c["train_seconds"])
+        self.samples = int(c.get("samples", 0))
         self.nan_guard.skipped = int(c.get("skipped_steps", 0))
         self._resume_sums = state.get("epoch_sums")
+        saved = state.get("callbacks") or {}
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and type(cb).__name__ in saved:
+                cb.load_state_dict(saved[type(cb).__name__])
         set_rng_state(state["rng"])
         self._resume_data = state.get("data")
 

@@ -90,3 +90,21 @@ def test_sigkill_and_resume_gives_identical_weights(data, reference, tmp_path, c
     assert stats["kills"] == KILLS_PER_CHAIN, stats
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == reference
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_signal_checkpoints_and_says_how_to_resume(data, reference, tmp_path, signum, code):
+    run = tmp_path / "run"
+    proc = _cli("train", str(data), "--out", str(run), *ARGS)
+    deadline = time.monotonic() + 120
+    while not _checkpoints(run) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    last = err.strip().splitlines()[-1]
+    assert f"interrupted by {signal.Signals(signum).name}" in last and f"lamina resume {run}" in last
+    resumed = _cli("resume", str(run), "--quiet")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert (run / "model.safetensors").read_bytes() == reference

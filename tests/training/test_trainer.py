@@ -131,3 +131,19 @@ def test_device_errors():
             resolve_device("cuda")
     with pytest.raises(LaminaError, match="precision"):
         Engine.create("cpu", "fp8")
+
+
+def test_time_of_an_epoch_cut_short_is_counted():
+    import time
+
+    class SlowStop(Callback):
+        def batch_end(self, trainer):
+            time.sleep(0.05)
+            if trainer.step == 2:
+                raise CancelFit("cut")
+
+    model = _model()
+    t = Trainer(model, engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                num_classes=3, callbacks=[SlowStop()])
+    t.fit(_loader(_data()), epochs=3)
+    assert t.step == 2 and t.train_seconds >= 0.1

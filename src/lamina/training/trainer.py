@@ -97,17 +97,19 @@ class Trainer:
         self._correct = torch.tensor(int(sums["correct"]), dtype=torch.long, device=self.engine.device)
         self._seen = int(sums["seen"])
         self._t0 = time.perf_counter()
-        for x, y in loader:
-            loss, correct = self.train_step(x, y)
-            self._loss_sum += loss * len(y)
-            self._correct += correct
-            self._seen += len(y)
-            self.samples += len(y)
-            self.step += 1
-            self._emit("batch_end")
-        self.engine.synchronize()
-        self.train_seconds += time.perf_counter() - self._t0
-        self._t0 = None
+        try:
+            for x, y in loader:
+                loss, correct = self.train_step(x, y)
+                self._loss_sum += loss * len(y)
+                self._correct += correct
+                self._seen += len(y)
+                self.samples += len(y)
+                self.step += 1
+                self._emit("batch_end")
+        finally:  # a run stopped inside an epoch (time limit, signal) still counts that time
+            self.engine.synchronize()
+            self.train_seconds += time.perf_counter() - self._t0
+            self._t0 = None
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One optimisation step; returns the (detached) mean loss and the number correct."""

@@ -147,3 +147,21 @@ def test_time_of_an_epoch_cut_short_is_counted():
                 num_classes=3, callbacks=[SlowStop()])
     t.fit(_loader(_data()), epochs=3)
     assert t.step == 2 and t.train_seconds >= 0.1
+
+
+def test_tensorboard_event_files_hold_the_epoch_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lamina.training.callbacks import TensorBoard
+
+    model = _model()
+    t = Trainer(model, engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                num_classes=3, callbacks=[TensorBoard(tmp_path / "tb", every=2)])
+    t.fit(_loader(_data()), _loader(_data(), shuffle=False), epochs=2)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_accuracy"} <= set(tags)
+    assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2]
+    assert events.Scalars("step/loss")[0].step == 2

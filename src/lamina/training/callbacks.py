@@ -235,3 +235,38 @@ class Checkpoint(Callback):
 
         found = checkpoint.latest(self.folder)
         return found[0] if found else None
+
+
+class TensorBoard(Callback):
+    """Writes TensorBoard event files to ``folder`` (``tensorboard --logdir RUN/tensorboard``):
+    step loss, accuracy and learning rate every ``every`` steps, and every epoch's metrics."""
+
+    order = 60
+
+    def __init__(self, folder: str | Path, every: int = 50) -> None:
+        self.folder, self.every = Path(folder), every
+
+    def fit_start(self, trainer: Trainer) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise LaminaError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                              "(or lamina[tensorboard])") from None
+        self.writer = SummaryWriter(log_dir=str(self.folder))
+
+    def batch_end(self, trainer: Trainer) -> None:
+        if trainer.step % self.every == 0:
+            loss, acc = trainer.running()
+            self.writer.add_scalar("step/loss", loss, trainer.step)
+            self.writer.add_scalar("step/accuracy", acc, trainer.step)
+            self.writer.add_scalar("step/lr", trainer.lr, trainer.step)
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        for key, value in trainer.last_epoch.items():
+            if key not in ("epoch", "step") and isinstance(value, int | float):
+                self.writer.add_scalar(f"epoch/{key}", value, trainer.last_epoch["epoch"])
+        self.writer.flush()
+
+    def fit_end(self, trainer: Trainer) -> None:
+        if hasattr(self, "writer"):
+            self.writer.close()

@@ -1,0 +1,108 @@
+"""Gradient flow during training: per-layer gradient norm, weight norm and update-to-weight ratio.
+
+A vanishing gradient shows as norms shrinking towards the input; a learning rate too high or
+too low as update ratios far from the usual ~1e-3 (Karpathy's rule of thumb).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from lamina.errors import LaminaError
+from lamina.training.callbacks import Callback
+
+if TYPE_CHECKING:
+    from lamina.training.trainer import Trainer
+
+
+def weight_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weight matrices and kernels (ndim > 1) of ``model`` in model order: no biases or norm scales."""
+    return [(n, p) for n, p in model.named_parameters() if p.ndim > 1]
+
+
+class GradientFlow(Callback):
+    """Every ``every`` steps, append one JSON line to ``path`` (``gradients.jsonl``)::
+
+        {"step": s, "layers": [{"name", "grad_norm", "weight_norm", "update_ratio"}, ...]}
+
+    for every weight parameter with ndim > 1, in model order. ``update_ratio`` is
+    ``||w_s - w_{s-1}|| / ||w_s||``: the weights of step ``s - 1`` are copied at its batch_end
+    (only before a recorded step, so the copy costs one model's weights every ``every`` steps).
+    The gradients are those of step ``s`` as the optimizer used them (still in ``p.grad`` at batch_end:
+    unscaled under fp16, after clipping when ``train.grad_clip`` is set).
+    ``grad_norm`` is None for a parameter without a gradient (e.g. a step skipped by the NaN guard);
+    non-finite values are written as None, so every line is strict JSON.
+    """
+
+    order = 60  # after the metrics logger, before the progress bar
+
+    def __init__(self, path: str | Path, every: int = 10) -> None:
+        if int(every) < 1:
+            raise LaminaError(f"GradientFlow needs every >= 1, got {every}")
+        self.path, self.every = Path(path), int(every)
+        self._file: IO[str] | None = None
+        self._previous: list[Tensor] | None = None
+
+    def _snapshot_if_due(self, trainer: Trainer) -> None:
+        # the next step is recorded: keep its "before" weights
+        if (trainer.step + 1) % self.every == 0:
+            self._previous = [p.detach().clone() for _, p in weight_params(trainer.module)]
+
+    def fit_start(self, trainer: Trainer) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a")
+        except OSError as e:
+            raise LaminaError(f"could not open {self.path}: {e.strerror or e}") from None
+        self._previous = None
+        self._snapshot_if_due(trainer)
+
+    def batch_end(self, trainer: Trainer) -> None:
+        if trainer.step % self.every == 0:
+            self._write({"step": trainer.step, "layers": self.record(trainer.module, self._previous)})
+            self._previous = None
+        self._snapshot_if_due(trainer)
+
+    def fit_end(self, trainer: Trainer) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @staticmethod
+    @torch.no_grad()
+    def record(model: nn.Module, previous: list[Tensor] | None) -> list[dict[str, Any]]:
+        """The per-layer entries for the current weights and gradients (one host sync)."""
+        params = weight_params(model)
+        if not params:
+            return []
+        nan = torch.tensor(float("nan"))
+        rows = []
+        for i, (_, p) in enumerate(params):
+            w = p.detach().float()
+            g = p.grad.detach().float().norm() if p.grad is not None else nan.to(w.device)
+            upd = (w - previous[i].float()).norm() if previous is not None else nan.to(w.device)
+            rows.append(torch.stack([g, w.norm(), upd]))
+        values = torch.stack(rows).cpu().tolist()  # (P, 3)
+
+        def finite(v: float) -> float | None:
+            return v if v == v and abs(v) != float("inf") else None
+
+        out = []
+        for (name, _), (g, wn, upd) in zip(params, values, strict=True):
+            ratio = upd / wn if finite(wn) is not None and wn > 0 and finite(upd) is not None else None
+            out.append({"name": name, "grad_norm": finite(g), "weight_norm": finite(wn), "update_ratio": ratio})
+        return out
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise LaminaError(f"could not write {self.path}: {e.strerror or e} (free disk space)") from None

@@ -1,0 +1,272 @@
+"""``inspect_run``: everything inspection knows about a finished run, as compact JSON in ``run/inspection/``.
+
+Every part streams over a random, seeded sample of at most ``max_examples`` examples of a split,
+so time and memory stay bounded on large datasets. Figures are drawn from these files by
+``lamina.reporting``; nothing here draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lamina import __version__
+from lamina.api import Predictor, load
+from lamina.config import load_config
+from lamina.data.base import Dataset, Preprocess, Split, build_dataset
+from lamina.data.gpu_loader import make_loader
+from lamina.errors import LaminaError
+from lamina.inspection.activations import activation_stats
+from lamina.inspection.attribution import attributions
+from lamina.inspection.cka import cka_between_models, cka_between_stages
+from lamina.inspection.features import eval_mode
+from lamina.inspection.filters import first_conv, first_layer_filters, top_activating
+from lamina.inspection.hooks import model_stages
+from lamina.inspection.probes import probe_stages
+
+REQUIRED = ("config.yaml", "model.json", "model.safetensors")
+ATTRIBUTION_EXAMPLES = 8
+MISCLASSIFIED = 16
+
+
+def check_run(folder: Path) -> None:
+    """One-line ``LaminaError`` for a missing run folder or missing files of a finished run."""
+    if not folder.is_dir():
+        raise LaminaError(f"run folder {folder} does not exist")
+    missing = [f for f in REQUIRED if not (folder / f).is_file()]
+    if missing:
+        raise LaminaError(f"run folder {folder} is missing {', '.join(missing)}: inspect a finished run "
+                          "(train it first, or resume it if it was interrupted)")
+
+
+def _load(folder: Path, device: str) -> Predictor:
+    check_run(folder)
+    predictor = load(folder, device)
+    model_stages(predictor.model)
+    return predictor
+
+
+def _sample(split: Split, n: int, seed: int) -> tuple[Split, Tensor]:
+    """At most ``n`` examples of ``split``, drawn at random (seeded) and kept in split order, and their indices."""
+    idx = torch.arange(len(split))
+    if len(split) > n:
+        idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return split.take(idx), idx
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN and inf become null (strict JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _write(path: Path, obj: Any) -> None:
+    from lamina.utils.io import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False).encode())
+
+
+def _rounded(t: Tensor, decimals: int = 4) -> list[Any]:
+    return torch.round(t.double(), decimals=decimals).tolist()
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _probs(predictor: Predictor, x: Tensor) -> Tensor:
+    """Class probabilities as the saved model predicts them (with test-time flips where it was trained so)."""
+    if getattr(predictor, "tta_flip", False) and x.dim() == 4:
+        from lamina.training.trainer import flip_tta_log_probs
+
+        return flip_tta_log_probs(predictor.model, x).exp()
+    return torch.softmax(predictor.model(x).float(), dim=1)
+
+
+@torch.no_grad()
+def _predictions(predictor: Predictor, batches: Iterator[tuple[Tensor, Tensor]], num_classes: int,
+                 index: Tensor) -> tuple[Tensor, list[dict[str, Any]]]:
+    """Confusion matrix (rows: true, columns: predicted) and the most confident wrong predictions."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    wrong_conf, wrong_rows = torch.zeros(0), torch.zeros(0, 3, dtype=torch.long)  # rows: index, true, predicted
+    seen = 0
+    with eval_mode(predictor.model):
+        for x, y in batches:
+            p = _probs(predictor, x).cpu()
+            y = y.cpu()
+            conf, pred = p.max(1)
+            confusion += torch.bincount(y * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+            bad = pred != y
+            rows = torch.stack([index[seen : seen + len(y)][bad], y[bad], pred[bad]], dim=1)
+            seen += len(y)
+            wrong_conf, wrong_rows = torch.cat([wrong_conf, conf[bad]]), torch.cat([wrong_rows, rows])
+            top = wrong_conf.topk(min(MISCLASSIFIED, len(wrong_conf))).indices
+            wrong_conf, wrong_rows = wrong_conf[top], wrong_rows[top]
+    return confusion, [{"index": i, "true": t, "predicted": p, "confidence": round(c, 6)}
+                       for (i, t, p), c in zip(wrong_rows.tolist(), wrong_conf.tolist(), strict=True)]
+
+
+def inspect_run(
+    run_dir: str | Path,
+    *,
+    max_examples: int = 2000,
+    device: str = "cpu",
+    seed: int = 0,
+    compare_with: str | Path | None = None,
+    batch_size: int = 256,
+    top_stage: str | None = None,
+) -> Path:
+    """Inspect a finished run and write ``run_dir/inspection/*.json``; returns that folder.
+
+    Args:
+        run_dir: a run folder with config.yaml, model.json and model.safetensors.
+        max_examples: cap on the training examples (probes) and on the test examples (everything else).
+        device: where the model runs (cpu, cuda, auto, ...).
+        seed: draws the example samples.
+        compare_with: another run folder of the same architecture (e.g. another seed): adds
+            its same-stage CKA to ``cka.json``.
+        batch_size: examples per forward pass (also the CKA minibatch size: at least 4).
+        top_stage: the stage whose channels ``top_activations.json`` describes (None: the last).
+    """
+    t0 = time.perf_counter()
+    if max_examples < 1 or batch_size < 4:
+        raise LaminaError(f"inspection needs max_examples >= 1 and batch_size >= 4, got {max_examples} and {batch_size}")
+    job = _Inspection(Path(run_dir), max_examples=max_examples, device=device, seed=seed, batch_size=batch_size)
+    parts: list[tuple[str, Callable[[], None]]] = [
+        ("probes", job.probes), ("cka", lambda: job.cka(compare_with)), ("activations", job.activations),
+        ("filters", job.filters), ("top_activations", lambda: job.top(top_stage)), ("attributions", job.attributions),
+        ("confusion", job.confusion)]
+    seconds: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
+    for name, fn in parts:
+        t = time.perf_counter()
+        fn()
+        seconds[name] = round(time.perf_counter() - t, 3)
+    seconds["total"] = round(time.perf_counter() - t0, 3)
+    _write(job.out / "inspection.json", {
+        "lamina": __version__, "seconds": seconds, "max_examples": max_examples, "peak_rss_mb": _peak_rss_mb(),
+        "examples": {"train": len(job.train), "test": len(job.test)}, "device": str(job.device), "seed": seed,
+        "skipped": job.skipped})
+    return job.out
+
+
+class _Inspection:
+    """One run folder, its model and seeded samples of its train and test splits; a method per output file."""
+
+    def __init__(self, folder: Path, *, max_examples: int, device: str, seed: int, batch_size: int) -> None:
+        self.folder, self.max_examples, self.batch_size = folder, max_examples, batch_size
+        self.predictor = _load(folder, device)
+        self.model, self.device = self.predictor.model, self.predictor.device
+        self.names = [n for n, _ in model_stages(self.model)]
+        self.cfg = load_config(folder / "config.yaml")
+        self.ds = build_dataset(self.cfg.data, seed=self.cfg.train.seed)
+        test = _check_data(folder, self.ds, self.predictor)
+        self.train, _ = _sample(self.ds.train, max_examples, seed)
+        self.test, self.test_idx = _sample(test, max_examples, seed + 1)  # test_idx: positions in the test split
+        self.skipped: dict[str, str] = {}
+        self.out = folder / "inspection"
+        self.out.mkdir(exist_ok=True)
+
+    def batches(self, split: Split, preprocess: Preprocess | None = None) -> Any:
+        """A fresh, unshuffled, unaugmented loader (a fresh one per pass: no half-consumed epoch carries over)."""
+        return make_loader(split, kind=self.cfg.data.loader, batch_size=self.batch_size, device=self.device,
+                           preprocess=preprocess or self.predictor.preprocess, train=False,
+                           workers=self.cfg.data.workers)
+
+    def probes(self) -> None:
+        rows = probe_stages(self.model, self.batches(self.train), self.batches(self.test), max_train=self.max_examples,
+                            max_test=self.max_examples, num_classes=self.ds.num_classes, device=self.device)
+        _write(self.out / "probes.json", [{**r, "accuracy": round(r["accuracy"], 6)} for r in rows])
+
+    def cka(self, compare_with: str | Path | None) -> None:
+        stages, matrix = cka_between_stages(self.model, self.batches(self.test), self.max_examples, device=self.device)
+        record: dict[str, Any] = {"stages": stages, "matrix": _rounded(matrix, 6)}
+        if compare_with is not None:
+            other = _load(Path(compare_with), str(self.device))
+            other_names = [n for n, _ in model_stages(other.model)]
+            if other_names != self.names or other.model.input_shape != self.model.input_shape:
+                raise LaminaError(f"run {compare_with} has stages {other_names} on inputs {other.model.input_shape}, "
+                                  f"this run {self.names} on {self.model.input_shape}: same-stage CKA needs two runs "
+                                  "of the same architecture on the same data")
+            raw = self.batches(self.test, Preprocess())  # each model normalises the raw inputs its own way
+            _, _, cross = cka_between_models(self.model, other.model, raw, self.max_examples, device=self.device,
+                                             prep_a=self.predictor.preprocess.apply, prep_b=other.preprocess.apply)
+            record.update(other_run=str(compare_with), same_stage=_rounded(cross.diagonal(), 6))
+        _write(self.out / "cka.json", record)
+
+    def activations(self) -> None:
+        stats = activation_stats(self.model, self.batches(self.test), max_examples=self.max_examples, device=self.device)
+        _write(self.out / "activations.json", stats)
+
+    def filters(self) -> None:
+        if first_conv(self.model) is None:
+            self.skipped["filters"] = "no convolution in the model"
+            return
+        w = first_layer_filters(self.model)
+        _write(self.out / "filters.json", {"shape": list(w.shape), "values": _rounded(w, 6)})
+
+    def top(self, stage: str | None) -> None:
+        stage = stage or self.names[-1]
+        found = top_activating(self.model, self.batches(self.test), stage, k=8, channels=8,
+                               max_examples=self.max_examples, device=self.device)
+        channels = {str(c): self.test_idx[idx].tolist() for c, idx in found.items()}
+        record: dict[str, Any] = {"stage": stage, "channels": channels}
+        shown = sorted({i for idx in channels.values() for i in idx})
+        if self.is_image:  # the report reads only the run folder, so the pixels travel with the indices
+            record["images"] = {str(i): self.pixels([i])[0] for i in shown}
+        _write(self.out / "top_activations.json", record)
+
+    def attributions(self) -> None:
+        n = min(ATTRIBUTION_EXAMPLES, len(self.test))
+        x, y = next(iter(self.batches(self.test.take(torch.arange(n)))))
+        with torch.no_grad(), eval_mode(self.model):
+            pred = _probs(self.predictor, x).argmax(1)
+        maps = attributions(self.model, x, pred)
+        if "grad_cam" not in maps:
+            self.skipped["grad_cam"] = "no convolutional stage" if x.ndim >= 3 else "inputs have no spatial dims"
+        _write(self.out / "attributions.json", {
+            "indices": self.test_idx[:n].tolist(), "labels": y.cpu().tolist(), "predicted": pred.cpu().tolist(),
+            "target": "predicted", "methods": {m: _rounded(a, 4) for m, a in maps.items()},
+            **({"images": self.pixels(self.test_idx[:n].tolist())} if self.is_image else {})})
+
+    def confusion(self) -> None:
+        matrix, wrong = _predictions(self.predictor, iter(self.batches(self.test)), self.ds.num_classes, self.test_idx)
+        _write(self.out / "confusion.json", {"classes": list(self.predictor.classes), "matrix": matrix.tolist()})
+        if self.is_image:
+            for w in wrong:
+                w["image"] = self.pixels([w["index"]])[0]
+        _write(self.out / "misclassified.json", wrong)
+
+    @property
+    def is_image(self) -> bool:
+        return self.ds.modality == "image" and self.ds.test is not None and self.ds.test.x.dim() == 4
+
+    def pixels(self, indices: list[int]) -> list[Any]:
+        """Raw test images at ``indices`` as (C, H, W) values in [0, 1], 3 decimals (for the report)."""
+        x = self.ds.test.x[torch.tensor(indices, dtype=torch.long)].float() / self.predictor.preprocess.scale
+        return _rounded(x.clamp(0, 1), 3)
+
+
+def _check_data(folder: Path, ds: Dataset, predictor: Predictor) -> Split:
+    """The data rebuilt from config.yaml must still be what the model was trained on; returns its test split."""
+    shape, classes = tuple(predictor.model.input_shape), predictor.classes
+    if ds.input_shape != shape or ds.num_classes != len(classes):
+        raise LaminaError(f"the data of {folder}/config.yaml ({ds.name}: {ds.num_classes} classes of "
+                          f"{ds.input_shape}) no longer matches its model ({len(classes)} classes of {shape})")
+    if ds.test is None:
+        raise LaminaError(f"{ds.name} has no test split to inspect")
+    return ds.test

@@ -32,6 +32,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/demo.py --device $(DEVICE)
+	$(PY) benchmarks/fashion_mnist.py --device $(DEVICE)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lamina import __version__
-from lamina.config import RunConfig, apply_overrides, load_config, save_config, to_dict
+from lamina.config import RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
 from lamina.data.augment import Augment
 from lamina.data.base import Dataset, Preprocess, build_dataset
 from lamina.data.gpu_loader import make_loader
@@ -31,7 +32,7 @@ from lamina.training import callbacks as cb
 from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
 from lamina.training.optim import create_optimizer, default_lr
 from lamina.training.schedules import create_scheduler
-from lamina.training.trainer import NanGuard, Trainer
+from lamina.training.trainer import NanGuard, Trainer, flip_tta_log_probs
 from lamina.training.trainer import evaluate as evaluate_model
 from lamina.utils.io import atomic_path, atomic_write_bytes, default_run_dir, read_json, write_json
 
@@ -55,15 +56,18 @@ def resolve_config(
     data: str | None = None,
     *,
     config: RunConfig | str | Path | None = None,
+    recipe: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     **kw: Any,
 ) -> RunConfig:
-    """Defaults < config file < keyword arguments < ``a.b=c`` overrides.
+    """Defaults < recipe < config file < keyword arguments < ``a.b=c`` overrides.
 
     Keyword arguments are the short names of the CLI: model, epochs, batch_size, lr, seed,
-    device, out (e.g. ``resolve_config("digits", model="mlp", epochs=3)``).
+    device, out (e.g. ``resolve_config("digits", model="mlp", epochs=3)``). ``recipe`` names one of
+    :func:`lamina.recipes.names` (e.g. ``"fast"``); its ``cuda:`` section applies when the device the
+    rest resolves to is a CUDA GPU. Under a recipe, a ``RunConfig`` passed as ``config`` overrides
+    the recipe only where it differs from the defaults.
     """
-    cfg = config if isinstance(config, RunConfig) else load_config(config) if config else RunConfig()
     short = {"model": "model.name", "epochs": "train.epochs", "batch_size": "data.batch_size",
              "lr": "train.lr", "seed": "train.seed", "device": "train.device", "out": "out"}
     items = [] if data is None else [f"data.name={json.dumps(str(data))}"]
@@ -72,7 +76,42 @@ def resolve_config(
             raise LaminaError(f"unknown argument '{k}': use one of {', '.join(short)} or overrides=['a.b=c']")
         if v is not None:
             items.append(f"{short[k]}={json.dumps(v) if isinstance(v, str) else v}")
-    return apply_overrides(cfg, [*items, *overrides])
+    if recipe is None:
+        cfg = config if isinstance(config, RunConfig) else load_config(config) if config else RunConfig()
+        return apply_overrides(cfg, [*items, *overrides])
+    from lamina import recipes
+
+    explicit = _explicit_config(config)
+
+    def build(device: str | None) -> RunConfig:
+        return apply_overrides(from_dict(recipes.merge(recipes.recipe_dict(recipe, device), explicit)),
+                               [*items, *overrides])
+
+    return build(build(None).train.device)  # the device decides whether the recipe's cuda overlay applies
+
+
+def _explicit_config(config: RunConfig | str | Path | None) -> dict[str, Any]:
+    """What a config (file or object) sets explicitly: a file's own keys; a RunConfig's non-defaults."""
+    if config is None:
+        return {}
+    if isinstance(config, RunConfig):
+        return _changed(to_dict(config), to_dict(RunConfig()))
+    load_config(config)  # checks the file and its keys, with lamina's one-line errors
+    data = yaml.safe_load(Path(config).read_text())
+    # An empty section (``train:``) sets nothing: it must not reset the recipe's section to the defaults.
+    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else {}
+
+
+def _changed(d: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _changed(v, default[k])
+            if sub:
+                out[k] = sub
+        elif v != default[k]:
+            out[k] = v
+    return out
 
 
 def validate(cfg: RunConfig) -> None:
@@ -123,6 +162,7 @@ def train(
     data: str | None = None,
     *,
     config: RunConfig | str | Path | None = None,
+    recipe: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     quiet: bool = False,
     console: Console | None = None,
@@ -134,10 +174,11 @@ def train(
     Args:
         data: a registered dataset name, an image folder or a ``.npz`` file.
         config: a RunConfig or a YAML file; ``overrides``: ``["train.lr=0.05", ...]``.
+        recipe: a named recipe (``"fast"``, ``"fast-long"``, ``"demo"``) under the config file.
         quiet: no progress bar or per-epoch lines.
         callbacks: extra :class:`lamina.training.callbacks.Callback` objects.
     """
-    cfg = resolve_config(data, config=config, overrides=overrides, **kw)
+    cfg = resolve_config(data, config=config, recipe=recipe, overrides=overrides, **kw)
     validate(cfg)
     session = _Session(cfg, console or Console(stderr=True, quiet=quiet), quiet=quiet, extra=callbacks)
     return session.run()
@@ -203,6 +244,8 @@ class _Session:
             save_config(cfg, self.out / "config.yaml")
         self.loaders = _loaders(cfg, ds, engine)
         t = cfg.train
+        # Test-time flips only where a mirror image keeps the label (the dataset's flip, or data.flip).
+        self.tta_flip = bool(t.tta_flip and ds.flip and ds.modality == "image")
         optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
                                      weight_decay=t.weight_decay, momentum=t.momentum)
         scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
@@ -221,7 +264,7 @@ class _Session:
             callbacks.append(cb.TimeLimit(t.max_minutes * 60))
         self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler,
                                num_classes=ds.num_classes, label_smoothing=t.label_smoothing, grad_clip=t.grad_clip,
-                               ema_decay=t.ema, on_nan=t.on_nan, callbacks=callbacks)
+                               ema_decay=t.ema, on_nan=t.on_nan, tta_flip=self.tta_flip, callbacks=callbacks)
 
     def run(self) -> RunResult:
         cfg, ds, trainer, engine, out = self.cfg, self.ds, self.trainer, self.engine, self.out
@@ -234,8 +277,9 @@ class _Session:
             self.console.print(f"stopped early: {trainer.stop_reason}")
         final = trainer.ema.module if trainer.ema is not None else trainer.module
         # The reported accuracy is that of the saved model as `predict` runs it: fp32, not compiled.
-        test = evaluate_model(final, self.loaders["test"], engine=Engine(engine.device), num_classes=ds.num_classes)
-        save_model(final, out, ds)
+        test = evaluate_model(final, self.loaders["test"], engine=Engine(engine.device), num_classes=ds.num_classes,
+                              tta_flip=self.tta_flip)
+        save_model(final, out, ds, tta_flip=self.tta_flip)
         summary = {
             "test_accuracy": test["accuracy"], "test_loss": test["loss"],
             "per_class_accuracy": dict(zip(ds.classes, test["per_class_accuracy"], strict=True)),
@@ -244,7 +288,7 @@ class _Session:
             "epochs": trainer.epoch, "steps": trainer.step, "skipped_steps": trainer.nan_guard.skipped,
             "stop_reason": trainer.stop_reason, "params": self.model.num_params(), "model": cfg.model.name,
             "dataset": ds.name, "train_examples": len(ds.train), "test_examples": test["examples"],
-            "device": _device_name(engine.device), "precision": engine.precision,
+            "device": _device_name(engine.device), "precision": engine.precision, "tta_flip": self.tta_flip,
             "torch": torch.__version__, "python": platform.python_version(), "seed": cfg.train.seed,
             "lamina": __version__,
         }
@@ -292,26 +336,32 @@ def _device_name(device: torch.device) -> str:
 
 
 # -- saved models -------------------------------------------------------------------------------
-def save_model(model: Model, folder: Path, ds: Dataset) -> None:
-    """``model.safetensors`` (weights) + ``model.json`` (architecture, preprocessing, classes)."""
+def save_model(model: Model, folder: Path, ds: Dataset, *, tta_flip: bool = False) -> None:
+    """``model.safetensors`` (weights) + ``model.json`` (architecture, preprocessing, classes, and
+    whether predictions average each image with its mirror image: ``tta_flip``)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     write_json(folder / "model.json", {
         "format": MODEL_FORMAT, "arch": model.arch, "preprocess": ds.preprocess.to_dict(),
-        "classes": list(ds.classes), "modality": ds.modality, "dataset": ds.name,
+        "classes": list(ds.classes), "modality": ds.modality, "dataset": ds.name, "tta_flip": bool(tta_flip),
         "lamina": __version__, "torch": torch.__version__,
     })
 
 
 class Predictor:
-    """A trained model with its preprocessing: ``predict`` raw inputs (files, arrays, tensors)."""
+    """A trained model with its preprocessing: ``predict`` raw inputs (files, arrays, tensors).
+
+    With ``tta_flip`` the probabilities of an image are the mean of those of the image and of its
+    mirror image (test-time flips), as the run evaluated them.
+    """
 
     def __init__(self, model: Model, preprocess: Preprocess, classes: list[str], modality: str,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, *, tta_flip: bool = False) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
         self.preprocess, self.classes, self.modality = preprocess, classes, modality
+        self.tta_flip = tta_flip
 
     def to_batch(self, inputs: Any) -> torch.Tensor:
         """Raw inputs -> a batch of raw examples (uint8 images or float arrays), shape (N, *input_shape)."""
@@ -336,9 +386,14 @@ class Predictor:
     def predict_proba(self, inputs: Any, batch_size: int = 1024) -> torch.Tensor:
         """Class probabilities, shape (N, K)."""
         batch = self.to_batch(inputs)
-        out = [torch.softmax(self.model(self.preprocess.apply(batch[i : i + batch_size].to(self.device))).float(), 1)
+        out = [self._probs(self.preprocess.apply(batch[i : i + batch_size].to(self.device)))
                for i in range(0, len(batch), batch_size)]
         return torch.cat(out).cpu()
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tta_flip and x.dim() == 4:
+            return flip_tta_log_probs(self.model, x).exp()
+        return torch.softmax(self.model(x).float(), 1)
 
     def predict(self, inputs: Any) -> list[str]:
         """The most likely class name of each input."""
@@ -371,9 +426,11 @@ def load(run: str | Path, device: str = "cpu") -> Predictor:
 
     try:
         arch, classes, modality = meta["arch"], meta["classes"], meta["modality"]
+        tta_flip = meta.get("tta_flip", False)  # absent in models saved before test-time flips existed
         if not (isinstance(arch, dict) and isinstance(classes, list) and all(isinstance(c, str) for c in classes)
-                and isinstance(modality, str)):
-            raise TypeError("'arch' must be an object, 'classes' a list of names and 'modality' a name")
+                and isinstance(modality, str) and isinstance(tta_flip, bool)):
+            raise TypeError("'arch' must be an object, 'classes' a list of names, 'modality' a name and "
+                            "'tta_flip' true or false")
         preprocess = Preprocess.from_dict(meta["preprocess"])
         with torch.device("meta"):  # the architecture without memory: a model.json asking for a huge net costs nothing
             skeleton = create_model(**arch)
@@ -394,7 +451,7 @@ def load(run: str | Path, device: str = "cpu") -> Predictor:
         model.load_state_dict(load_file(str(weights)))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise LaminaError(f"{weights} is corrupt or does not match model.json ({first_line(e)})") from None
-    return Predictor(model, preprocess, list(classes), modality, resolve_device(device))
+    return Predictor(model, preprocess, list(classes), modality, resolve_device(device), tta_flip=tta_flip)
 
 
 def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[str, Any]:
@@ -409,7 +466,7 @@ def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[
     engine = Engine.create(device, precision="fp32")
     loader = make_loader(splits[split], kind=cfg.data.loader, batch_size=1024, device=engine.device,
                          preprocess=predictor.preprocess, train=False)
-    m = evaluate_model(predictor.model, loader, engine=engine, num_classes=ds.num_classes)
+    m = evaluate_model(predictor.model, loader, engine=engine, num_classes=ds.num_classes, tta_flip=predictor.tta_flip)
     return {"split": split, "accuracy": m["accuracy"], "loss": m["loss"], "examples": m["examples"],
             "per_class_accuracy": dict(zip(ds.classes, m["per_class_accuracy"], strict=True)),
             "confusion": m["confusion"]}

@@ -60,6 +60,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 0.0  # max global gradient norm; 0 turns it off
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 turns it off
+    tta_flip: bool = False  # test-time flips: evaluate/predict with the mean of the probabilities of an image and
+    # its mirror image (only where a horizontal flip keeps the label: data.flip or the dataset's default)
     early_stopping: int = 0  # stop after this many epochs without a better val loss; 0: never
     max_minutes: float = 0.0  # stop training after this much wall-clock time; 0: no limit
     seed: int = 0

@@ -31,8 +31,9 @@ def _cli(*argv: str) -> subprocess.Popen:
 
 
 def _checkpoints(run: Path) -> list[str]:
+    """Finished checkpoints (a half-written one is a dot-folder until it is renamed)."""
     folder = run / "checkpoints"
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     t.add_argument("--out", help="run folder (default runs/<data>-<model>-<time>)")
     t.add_argument("--config", help="YAML config file (any subset of the keys in a run's config.yaml)")
+    t.add_argument("--recipe", metavar="NAME",
+                   help="a named recipe under --config and the other flags: fast | fast-long | demo")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps")
     t.add_argument("--checkpoint-minutes", type=float, metavar="MIN", help="also checkpoint every MIN minutes")
@@ -83,8 +85,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     flags = {"train.checkpoint_every": a.checkpoint_every, "train.checkpoint_minutes": a.checkpoint_minutes,
              "train.on_nan": a.on_nan, "train.deterministic": a.deterministic}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
-    run = train(data, config=a.config, overrides=overrides, quiet=a.quiet, model=a.model, epochs=a.epochs,
-                batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out)
+    run = train(data, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet, model=a.model,
+                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out)
     _print_result(run)
     return 0
 

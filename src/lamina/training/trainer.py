@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ class Trainer:
         label_smoothing, grad_clip: the loss and the max global gradient norm (0: off).
         ema_decay: keep an exponential moving average of the weights and evaluate with it (0: off).
         on_nan: what a non-finite loss or gradient does: stop | skip | rollback (see :class:`NanGuard`).
+        tta_flip: evaluate with test-time flips (see :func:`evaluate`).
         callbacks: progress, logging, early stopping, checkpoints...
     """
 
@@ -44,6 +46,7 @@ class Trainer:
         grad_clip: float = 0.0,
         ema_decay: float = 0.0,
         on_nan: str = "stop",
+        tta_flip: bool = False,
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.module = model.to(engine.device)  # the original module: state_dict, EMA, saving
@@ -53,6 +56,7 @@ class Trainer:
         self.loss_fn: LossFn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.grad_clip = grad_clip
         self.nan_guard = NanGuard(on_nan)
+        self.tta_flip = tta_flip
         self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.step = self.epoch = self.samples = 0
@@ -133,10 +137,12 @@ class Trainer:
             self.ema.update_parameters(self.module)
         return loss.detach(), (logits.argmax(dim=1) == y).sum()
 
-    def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, Any]:
-        """Loss, accuracy, per-class accuracy and confusion matrix (with the EMA weights if any)."""
+    def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]], *, tta_flip: bool | None = None) -> dict[str, Any]:
+        """Loss, accuracy, per-class accuracy and confusion matrix (with the EMA weights if any);
+        ``tta_flip``: test-time flips (None: the trainer's setting)."""
         model = self.ema.module if self.ema is not None else self.model
-        return evaluate(model, loader, engine=self.engine, num_classes=self.num_classes)
+        tta = self.tta_flip if tta_flip is None else tta_flip
+        return evaluate(model, loader, engine=self.engine, num_classes=self.num_classes, tta_flip=tta)
 
     # -- state read by callbacks -------------------------------------------------------------
     def _emit(self, event: str) -> None:
@@ -216,15 +222,32 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
 
 
+def flip_tta_log_probs(model: nn.Module, x: Tensor) -> Tensor:
+    """Test-time flip augmentation: log of the mean of the class probabilities of the images ``x``
+    (B, C, H, W) and of their mirror images ``x.flip(-1)``, (B, K) in fp32.
+
+    Computed as ``logaddexp(log_softmax(a), log_softmax(b)) - log 2``: exact where a probability
+    underflows, and ``exp`` of it is the averaged softmax.
+    """
+    a = model(x).float().log_softmax(dim=1)
+    b = model(x.flip(-1)).float().log_softmax(dim=1)
+    return torch.logaddexp(a, b) - math.log(2.0)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, engine: Engine, num_classes: int) -> dict[str, Any]:
-    """Evaluate ``model`` on every batch of ``loader``: see :class:`ClassificationMetrics`."""
+def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, engine: Engine, num_classes: int,
+             tta_flip: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on every batch of ``loader``: see :class:`ClassificationMetrics`.
+
+    With ``tta_flip`` an image batch (B, C, H, W) is scored by the mean of the softmax of ``x`` and of
+    ``x.flip(-1)`` (:func:`flip_tta_log_probs`; the loss is the NLL of that mean); other batches as they are.
+    """
     was_training = model.training
     model.eval()
     metrics = ClassificationMetrics(num_classes, engine.device)
     for x, y in loader:
         with engine.autocast():
-            logits = model(x)
+            logits = flip_tta_log_probs(model, x) if tta_flip and x.dim() == 4 else model(x)
         loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         metrics.update(logits, y, loss)
     model.train(was_training)

@@ -130,3 +130,27 @@ def test_data_commands(tmp_path, capsys):
     assert "no download" in capsys.readouterr().out
     _fails(["data", "fetch", "cifar"], capsys, "unknown dataset")
     _fails(["data", "info", str(tmp_path / "none.npz")], capsys, "does not exist")
+
+
+def test_report_inspects_first_then_inspect_and_errors(digits_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    shutil.rmtree(run / "inspection", ignore_errors=True)
+    assert main(["report", str(run), "--max-examples", "200"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {run / 'report.html'}"
+    html = (run / "report.html").read_text()
+    assert "Hierarchy" in html and (run / "inspection" / "probes.json").is_file()
+    assert main(["inspect", str(run), "--max-examples", "200"]) == 0
+    assert "linear probe accuracy by depth: stage1" in capsys.readouterr().out
+    _fails(["report", str(tmp_path / "none")], capsys, "does not exist")
+    (run / "model.json").unlink()
+    _fails(["inspect", str(run)], capsys, "model.json")
+    _fails(["inspect", str(run), "--max-examples", "0"], capsys, "at least 1")
+
+
+def test_gradient_flow_is_recorded_during_training(digits_run):
+    lines = (digits_run / "inspection" / "gradients.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["step"] == 50 and first["layers"][0]["name"].startswith("stage1")

@@ -130,6 +130,7 @@ def validate(cfg: RunConfig) -> None:
         raise LaminaError(f"unknown data.loader '{cfg.data.loader}': use auto, device or torch")
     checks = [
         (cfg.train.epochs >= 1, "train.epochs must be at least 1"),
+        (cfg.train.gradient_flow_every >= 0, "train.gradient_flow_every is a number of steps, 0 (off) or more"),
         (cfg.data.batch_size >= 0, "data.batch_size must be positive (0: automatic)"),
         (cfg.train.lr is None or cfg.train.lr > 0, "train.lr must be positive"),
         (0 <= cfg.train.warmup < 1, "train.warmup is a fraction of all steps: use a value in [0, 1)"),
@@ -214,6 +215,17 @@ def resume(run: str | Path, *, quiet: bool = False, console: Console | None = No
     return session.run()
 
 
+def report(run: str | Path, *, max_examples: int = 2000, device: str = "cpu", reinspect: bool = False) -> Path:
+    """Write ``RUN/report.html``, running the inspection first when the run has none yet."""
+    from lamina.inspection.run import inspect_run
+    from lamina.reporting import write_report
+
+    folder = Path(run)
+    if reinspect or not (folder / "inspection" / "inspection.json").is_file():
+        inspect_run(folder, max_examples=max_examples, device=device)
+    return write_report(folder)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after the checkpoint we resume from (they will be logged again)."""
     if not path.exists():
@@ -262,6 +274,12 @@ class _Session:
             callbacks.append(cb.EarlyStopping(t.early_stopping))
         if t.max_minutes > 0:
             callbacks.append(cb.TimeLimit(t.max_minutes * 60))
+        if t.gradient_flow_every > 0:
+            from lamina.inspection.gradients import GradientFlow
+
+            callbacks.append(GradientFlow(self.out / "inspection" / "gradients.jsonl", every=t.gradient_flow_every))
+        if t.tensorboard:
+            callbacks.append(cb.TensorBoard(self.out / "tensorboard"))
         self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler,
                                num_classes=ds.num_classes, label_smoothing=t.label_smoothing, grad_clip=t.grad_clip,
                                ema_decay=t.ema, on_nan=t.on_nan, tta_flip=self.tta_flip, callbacks=callbacks)
@@ -472,4 +490,4 @@ def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[
             "confusion": m["confusion"]}
 
 
-__all__ = ["Predictor", "RunResult", "evaluate", "load", "resolve_config", "resume", "train"]
+__all__ = ["Predictor", "RunResult", "evaluate", "load", "report", "resolve_config", "resume", "train"]

@@ -75,6 +75,8 @@ class TrainConfig:
     checkpoint_minutes: float = 0.0  # also checkpoint every this many minutes; 0: off
     keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
     on_nan: str = "stop"  # a NaN/inf loss or gradient: stop | skip | rollback | off (no check)
+    gradient_flow_every: int = 50  # record per-layer gradient norms every this many steps; 0: off
+    tensorboard: bool = False  # write TensorBoard event files to RUN/tensorboard
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic algorithms (bit-identical resume on CPU)")
 
+    t.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard event files")
+    t.add_argument("--report", action="store_true", help="after training, inspect the model and write report.html")
+
+    ins = sub.add_parser("inspect", help="what each layer learned: probes, CKA, activations, attributions -> RUN/inspection/")
+    ins.add_argument("run")
+    ins.add_argument("--max-examples", type=int, default=2000, help="examples per split to inspect (memory stays bounded)")
+    ins.add_argument("--compare", metavar="RUN2", help="also the same-stage CKA with another run (e.g. another seed)")
+    ins.add_argument("--device", default="cpu")
+
+    rep = sub.add_parser("report", help="write RUN/report.html (inspects the run first if needed)")
+    rep.add_argument("run")
+    rep.add_argument("--max-examples", type=int, default=2000)
+    rep.add_argument("--device", default="cpu")
+    rep.add_argument("--reinspect", action="store_true", help="run the inspection again even if it exists")
+
     r = sub.add_parser("resume", help="continue an interrupted run from its newest valid checkpoint")
     r.add_argument("run")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,11 +98,36 @@ def cmd_train(a: argparse.Namespace) -> int:
         overrides.insert(0, data)  # `lamina train --config c.yaml train.lr=0.1`
         data = None
     flags = {"train.checkpoint_every": a.checkpoint_every, "train.checkpoint_minutes": a.checkpoint_minutes,
-             "train.on_nan": a.on_nan, "train.deterministic": a.deterministic}
+             "train.on_nan": a.on_nan, "train.deterministic": a.deterministic, "train.tensorboard": a.tensorboard}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
     run = train(data, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet, model=a.model,
                 epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out)
     _print_result(run)
+    if a.report:
+        from lamina.api import report
+
+        print(f"report: {report(run.dir)}")
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from lamina.inspection.run import inspect_run
+
+    if a.max_examples < 1:
+        raise LaminaError(f"--max-examples must be at least 1, got {a.max_examples}")
+    folder = inspect_run(a.run, max_examples=a.max_examples, device=a.device, compare_with=a.compare)
+    probes = json.loads((folder / "probes.json").read_text())
+    print("linear probe accuracy by depth: " + ", ".join(f"{p['stage']} {p['accuracy']:.3f}" for p in probes))
+    print(f"inspection written to {folder}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from lamina.api import report
+
+    if a.max_examples < 1:
+        raise LaminaError(f"--max-examples must be at least 1, got {a.max_examples}")
+    print(f"report: {report(a.run, max_examples=a.max_examples, device=a.device, reinspect=a.reinspect)}")
     return 0
 
 
@@ -161,7 +201,7 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "report": cmd_report, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

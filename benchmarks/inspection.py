@@ -9,7 +9,7 @@ run first) in a fresh process, timing it and reading its peak resident memory fr
 from __future__ import annotations
 
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,9 +26,13 @@ def main() -> None:
                         str(ROOT / "configs" / "demo.yaml"), "--out", str(run), "--quiet"], check=True)
         summary = json.loads((run / "summary.json").read_text())
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lamina.cli.main", "report", str(run)], check=True)
+        proc = subprocess.Popen([sys.executable, "-m", "lamina.cli.main", "report", str(run)])
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak memory, not the training's
         report_seconds = time.perf_counter() - t0
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child: KB on Linux
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"lamina report failed with {proc.returncode}")
+        peak_mb = usage.ru_maxrss / 1024  # KB on Linux
         inspection = json.loads((run / "inspection" / "inspection.json").read_text())
         probes = json.loads((run / "inspection" / "probes.json").read_text())
         size = (run / "report.html").stat().st_size
@@ -39,7 +43,7 @@ def main() -> None:
         "test_accuracy": summary["test_accuracy"],
         "report_command_seconds": report_seconds,
         "inspection_seconds": inspection["seconds"],
-        "peak_rss_mb_max_child": peak_mb,
+        "report_peak_rss_mb": peak_mb,
         "report_html_bytes": size,
         "probes": probes,
         "summary": {

@@ -46,7 +46,7 @@ class Grab(Callback):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=4)
     a = p.parse_args()
     demo = str(ROOT / "configs" / "demo.yaml")
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,8 +54,9 @@ def main() -> None:
         grab = Grab(tmp / "ck", at=20, repeats=20)
         lamina.train(config=demo, out=str(tmp / "grab"), quiet=True, callbacks=[grab])
         base, every = [], []
-        for r in range(a.repeats):  # interleaved: A B A B
-            for ckpt, into in ((0, base), (200, every)):
+        for r in range(a.repeats):  # interleaved A B, B A, A B ...: neither always runs first
+            order = ((0, base), (200, every)) if r % 2 == 0 else ((200, every), (0, base))
+            for ckpt, into in order:
                 run = lamina.train(config=demo, epochs=a.epochs, out=str(tmp / f"r{r}-{ckpt}"), quiet=True,
                                    overrides=[f"train.checkpoint_every={ckpt}"])
                 into.append(run.summary["train_seconds"])

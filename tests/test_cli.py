@@ -144,6 +144,13 @@ def test_report_inspects_first_then_inspect_and_errors(digits_run, tmp_path, cap
     assert "Hierarchy" in html and (run / "inspection" / "probes.json").is_file()
     assert main(["inspect", str(run), "--max-examples", "200"]) == 0
     assert "linear probe accuracy by depth: stage1" in capsys.readouterr().out
+    pngs = sorted(p.name for p in (run / "inspection").glob("*.png"))
+    assert pngs == sorted(["probes.png", "cka.png", "activations.png", "filters.png", "top_activations.png",
+                           "attributions.png", "confusion.png", "misclassified.png", "gradient_flow.png",
+                           "learning_curves.png"])
+    for p in (run / "inspection").glob("*.png"):
+        with Image.open(p) as im:
+            im.verify()
     _fails(["report", str(tmp_path / "none")], capsys, "does not exist")
     (run / "model.json").unlink()
     _fails(["inspect", str(run)], capsys, "model.json")

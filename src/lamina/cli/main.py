@@ -115,10 +115,13 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
     if a.max_examples < 1:
         raise LaminaError(f"--max-examples must be at least 1, got {a.max_examples}")
+    from lamina.reporting.export import write_figures
+
     folder = inspect_run(a.run, max_examples=a.max_examples, device=a.device, compare_with=a.compare)
+    pngs = write_figures(a.run)
     probes = json.loads((folder / "probes.json").read_text())
     print("linear probe accuracy by depth: " + ", ".join(f"{p['stage']} {p['accuracy']:.3f}" for p in probes))
-    print(f"inspection written to {folder}")
+    print(f"inspection written to {folder} ({len(pngs)} figures)")
     return 0
 
 

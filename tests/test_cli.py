@@ -137,7 +137,10 @@ def test_report_inspects_first_then_inspect_and_errors(digits_run, tmp_path, cap
 
     run = tmp_path / "run"
     shutil.copytree(digits_run, run)
-    shutil.rmtree(run / "inspection", ignore_errors=True)
+    for f in (run / "inspection").iterdir():  # keep gradients.jsonl: it was recorded during training
+        if f.name != "gradients.jsonl":
+            f.unlink()
+    assert not (run / "inspection" / "probes.json").exists()
     assert main(["report", str(run), "--max-examples", "200"]) == 0
     assert capsys.readouterr().out.strip() == f"report: {run / 'report.html'}"
     html = (run / "report.html").read_text()

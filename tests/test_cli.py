@@ -145,8 +145,9 @@ def test_report_inspects_first_then_inspect_and_errors(digits_run, tmp_path, cap
     assert capsys.readouterr().out.strip() == f"report: {run / 'report.html'}"
     html = (run / "report.html").read_text()
     assert "Hierarchy" in html and (run / "inspection" / "probes.json").is_file()
-    assert main(["inspect", str(run), "--max-examples", "200"]) == 0
+    assert main(["inspect", str(run), "--max-examples", "200", "--stage", "stage2"]) == 0
     assert "linear probe accuracy by depth: stage1" in capsys.readouterr().out
+    assert json.loads((run / "inspection" / "top_activations.json").read_text())["stage"] == "stage2"
     pngs = sorted(p.name for p in (run / "inspection").glob("*.png"))
     assert pngs == sorted(["probes.png", "cka.png", "activations.png", "filters.png", "top_activations.png",
                            "attributions.png", "confusion.png", "misclassified.png", "gradient_flow.png",
@@ -155,6 +156,7 @@ def test_report_inspects_first_then_inspect_and_errors(digits_run, tmp_path, cap
         with Image.open(p) as im:
             im.verify()
     _fails(["report", str(tmp_path / "none")], capsys, "does not exist")
+    _fails(["inspect", str(run), "--max-examples", "100", "--stage", "stage9"], capsys, "no stage 'stage9'")
     (run / "model.json").unlink()
     _fails(["inspect", str(run)], capsys, "model.json")
     _fails(["inspect", str(run), "--max-examples", "0"], capsys, "at least 1")

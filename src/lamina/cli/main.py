@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("run")
     ins.add_argument("--max-examples", type=int, default=2000, help="examples per split to inspect (memory stays bounded)")
     ins.add_argument("--compare", metavar="RUN2", help="also the same-stage CKA with another run (e.g. another seed)")
+    ins.add_argument("--stage", help="the stage whose channels' top-activating examples are shown (default: the deepest)")
     ins.add_argument("--device", default="cpu")
 
     rep = sub.add_parser("report", help="write RUN/report.html (inspects the run first if needed)")
@@ -117,7 +118,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         raise LaminaError(f"--max-examples must be at least 1, got {a.max_examples}")
     from lamina.reporting.export import write_figures
 
-    folder = inspect_run(a.run, max_examples=a.max_examples, device=a.device, compare_with=a.compare)
+    folder = inspect_run(a.run, max_examples=a.max_examples, device=a.device, compare_with=a.compare,
+                         top_stage=a.stage)
     pngs = write_figures(a.run)
     probes = json.loads((folder / "probes.json").read_text())
     print("linear probe accuracy by depth: " + ", ".join(f"{p['stage']} {p['accuracy']:.3f}" for p in probes))

@@ -165,3 +165,16 @@ def test_tensorboard_event_files_hold_the_epoch_metrics(tmp_path):
     assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_accuracy"} <= set(tags)
     assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2]
     assert events.Scalars("step/loss")[0].step == 2
+
+
+def test_nan_guard_finite_check():
+    from lamina.training.trainer import NanGuard
+
+    m = nn.Linear(3, 2)
+    m.weight.grad, m.bias.grad = torch.full((2, 3), 1e38), torch.ones(2)  # huge but finite: no overflow
+    assert NanGuard.finite(torch.tensor(1.0), m)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        m.bias.grad[0] = bad
+        assert not NanGuard.finite(torch.tensor(1.0), m)
+    m.bias.grad[0] = 0.0
+    assert not NanGuard.finite(torch.tensor(float("nan")), m)

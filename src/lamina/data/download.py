@@ -8,7 +8,6 @@ from the ``.part`` file with an HTTP ``Range`` request when the server supports 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import os
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from lamina.errors import LaminaError
+from lamina.utils.io import sha256_file
 
 CHUNK = 1 << 16  # bytes per read
 USER_AGENT = "lamina (python urllib)"
@@ -26,15 +26,6 @@ USER_AGENT = "lamina (python urllib)"
 
 class DownloadError(LaminaError):
     """The file could not be fetched (no network, server error); a checksum mismatch is not one."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(

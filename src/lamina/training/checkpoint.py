@@ -8,7 +8,6 @@ so a crash or a full disk leaves either the old checkpoints or the new one, neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lamina.errors import LaminaError
+from lamina.utils.io import fsync_path, sha256_file
 
 FORMAT = "lamina-checkpoint/1"
 _TENSOR = "__tensor__"
@@ -69,22 +69,6 @@ def unflatten(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return tree
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(state: dict[str, Any], folder: str | Path) -> Path:
     """Write ``state`` atomically to ``folder`` (replacing an older checkpoint of that name)."""
     folder = Path(folder)
@@ -100,8 +84,8 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
         files = {name: sha256_file(tmp / name) for name in ("tensors.safetensors", "state.json")}
         (tmp / "manifest.json").write_text(json.dumps({"format": FORMAT, "sha256": files}))
         for name in (*files, "manifest.json"):
-            _fsync(tmp / name)
-        _fsync(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         if folder.exists():
             old = folder.parent / f".old-{folder.name}-{os.getpid()}"
             folder.rename(old)
@@ -109,7 +93,7 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(folder)
-        _fsync(folder.parent)
+        fsync_path(folder.parent)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error type
         shutil.rmtree(tmp, ignore_errors=True)
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]

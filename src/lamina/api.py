@@ -29,6 +29,7 @@ from lamina.data.gpu_loader import make_loader
 from lamina.errors import LaminaError
 from lamina.models import Model, create_model
 from lamina.training import callbacks as cb
+from lamina.training import checkpoint
 from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
 from lamina.training.optim import create_optimizer, default_lr
 from lamina.training.schedules import create_scheduler
@@ -191,8 +192,6 @@ def resume(run: str | Path, *, quiet: bool = False, console: Console | None = No
 
     With ``train.deterministic`` the final weights on CPU are bit-identical to an uninterrupted run.
     """
-    from lamina.training import checkpoint
-
     folder = Path(run)
     if not folder.is_dir():
         raise LaminaError(f"run folder {folder} does not exist")

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lamina.errors import LaminaError
+from lamina.training import checkpoint
 
 if TYPE_CHECKING:
     from lamina.training.trainer import Trainer
@@ -191,8 +192,6 @@ class Checkpoint(Callback):
         self._previous: dict[int, Any] = {}
 
     def save(self, trainer: Trainer) -> Path:
-        from lamina.training import checkpoint
-
         if trainer.step != self.last_step or self.last_path is None:
             path = checkpoint.save({**trainer.state_dict(), "config": self.config}, self.folder / f"step-{trainer.step:09d}")
             checkpoint.prune(self.folder, self.keep)
@@ -231,8 +230,6 @@ class Checkpoint(Callback):
         self._previous.clear()
 
     def newest_state(self) -> dict[str, Any] | None:
-        from lamina.training import checkpoint
-
         found = checkpoint.latest(self.folder)
         return found[0] if found else None
 

@@ -137,3 +137,24 @@ def test_basic_block_projection_when_shape_changes(c_in: int, c_out: int, stride
     assert block.shortcut.conv.kernel_size == (1, 1) and block.shortcut.conv.stride == (stride, stride)
     out = block(torch.randn(2, c_in, 8, 8))
     assert out.shape == (2, c_out, 8 // stride, 8 // stride)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_conv_norm_act_pools_before_the_norm_with_the_same_maxima(dims: int) -> None:
+    """conv → pool → norm → act equals conv → norm → act → pool for a positive norm scale (eval-mode
+    batch norm is a positive affine map per channel, and max pooling commutes with monotone maps)."""
+    torch.manual_seed(0)
+    block = ConvNormAct(3, 8, 3, dims=dims, pool=2)
+    assert [name for name, _ in block.named_children()] == ["conv", "pool", "norm", "act"]
+    with torch.no_grad():
+        block.norm.weight.uniform_(0.5, 2.0)
+        block.norm.bias.normal_()
+        block.norm.running_mean.normal_()
+        block.norm.running_var.uniform_(0.5, 2.0)
+    block.eval()
+    x = torch.randn(2, 3, *[8] * dims)
+    pool = F.max_pool2d if dims == 2 else F.max_pool1d
+    reference = pool(block.act(block.norm(block.conv(x))), 2)
+    torch.testing.assert_close(block(x), reference)
+    assert block(x).shape == (2, 8, *[4] * dims)
+    assert not hasattr(ConvNormAct(3, 8, dims=dims), "pool")  # pool=1: none

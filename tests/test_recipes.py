@@ -51,7 +51,7 @@ def test_demo_recipe_is_configs_demo_yaml():
 
 def test_precedence_recipe_then_config_file_then_keywords_then_overrides(tmp_path):
     base = resolve_config("digits", recipe="fast", device="cpu")
-    assert (base.data.batch_size, base.train.lr, base.train.epochs, base.model.width) == (256, 0.2, 8, 32)
+    assert (base.data.batch_size, base.train.lr, base.train.epochs, base.model.width) == (256, 0.2, 6, 32)
     assert base.train.tta_flip and base.data.val_fraction == 0.0 and not base.train.compile
     f = tmp_path / "c.yaml"
     f.write_text("model:\n  width: 16\ntrain:\n  lr: 0.3\n  epochs: 5\n  tta_flip: false\ndata:\n")

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEVICE ?= cpu
 
-.PHONY: install demo test data bench lint clean
+.PHONY: install demo test data bench bench-all lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -30,9 +30,15 @@ demo: data
 test: install
 	$(PY) -m pytest -q
 
+# The speed benchmark (issue 4): lamina against the PyTorch MNIST example and Lightning, <= 15 min on 2 CPU cores.
 bench: install
-	$(PY) benchmarks/demo.py --device $(DEVICE)
 	$(PY) benchmarks/fashion_mnist.py --device $(DEVICE)
+
+# Every benchmark behind a number in the READMEs.
+bench-all: bench
+	$(PY) benchmarks/demo.py --device $(DEVICE)
+	$(PY) benchmarks/checkpoint.py
+	$(PY) benchmarks/inspection.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

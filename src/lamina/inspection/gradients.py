@@ -6,15 +6,15 @@ too low as update ratios far from the usual ~1e-3 (Karpathy's rule of thumb).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from lamina.errors import LaminaError
 from lamina.training.callbacks import Callback
+from lamina.utils.io import JsonLines
 
 if TYPE_CHECKING:
     from lamina.training.trainer import Trainer
@@ -45,7 +45,7 @@ class GradientFlow(Callback):
         if int(every) < 1:
             raise LaminaError(f"GradientFlow needs every >= 1, got {every}")
         self.path, self.every = Path(path), int(every)
-        self._file: IO[str] | None = None
+        self._file: JsonLines | None = None
         self._previous: list[Tensor] | None = None
 
     def _snapshot_if_due(self, trainer: Trainer) -> None:
@@ -54,11 +54,7 @@ class GradientFlow(Callback):
             self._previous = [p.detach().clone() for _, p in weight_params(trainer.module)]
 
     def fit_start(self, trainer: Trainer) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a")
-        except OSError as e:
-            raise LaminaError(f"could not open {self.path}: {e.strerror or e}") from None
+        self._file = JsonLines(self.path, allow_nan=False)
         self._previous = None
         self._snapshot_if_due(trainer)
 
@@ -99,10 +95,5 @@ class GradientFlow(Callback):
         return out
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            return
-        try:
-            self._file.write(json.dumps(record, allow_nan=False) + "\n")
-            self._file.flush()
-        except OSError as e:
-            raise LaminaError(f"could not write {self.path}: {e.strerror or e} (free disk space)") from None
+        if self._file is not None:
+            self._file.write(record)

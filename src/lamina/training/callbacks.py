@@ -7,7 +7,6 @@ training cleanly; it does not reach into the trainer to change it.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import signal
@@ -21,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lamina.errors import LaminaError
 from lamina.training import checkpoint
+from lamina.utils.io import JsonLines
 
 if TYPE_CHECKING:
     from lamina.training.trainer import Trainer
@@ -102,23 +102,16 @@ class MetricsLogger(Callback):
         self.every = every
 
     def fit_start(self, trainer: Trainer) -> None:
-        self.file = self.path.open("a")
-
-    def _write(self, record: dict[str, Any]) -> None:
-        try:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        except OSError as e:
-            raise LaminaError(f"could not write {self.path}: {e.strerror or e} (free disk space)") from None
+        self.file = JsonLines(self.path)
 
     def batch_end(self, trainer: Trainer) -> None:
         if trainer.step % self.every == 0:
             loss, acc = trainer.running()
-            self._write({"kind": "step", "step": trainer.step, "epoch": trainer.epoch, "loss": loss,
-                         "accuracy": acc, "lr": trainer.lr, "time": trainer.elapsed})
+            self.file.write({"kind": "step", "step": trainer.step, "epoch": trainer.epoch, "loss": loss,
+                             "accuracy": acc, "lr": trainer.lr, "time": trainer.elapsed})
 
     def epoch_end(self, trainer: Trainer) -> None:
-        self._write({"kind": "epoch", **trainer.last_epoch})
+        self.file.write({"kind": "epoch", **trainer.last_epoch})
 
     def fit_end(self, trainer: Trainer) -> None:
         self.file.close()

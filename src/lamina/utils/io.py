@@ -72,6 +72,34 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise LaminaError(f"{what} {path} is unreadable or not valid JSON: {e}") from None
 
 
+class JsonLines:
+    """An append-only JSON-lines file (``metrics.jsonl``, ``gradients.jsonl``): one object per line,
+    flushed as written so a killed run keeps every line it wrote. Errors are one-line ``LaminaError``s.
+
+    Args:
+        path: the file; its folder is created, and an existing file is appended to (a resumed run).
+        allow_nan: write NaN/inf as JSON's non-standard ``NaN``/``Infinity`` (else they raise).
+    """
+
+    def __init__(self, path: str | Path, *, allow_nan: bool = True) -> None:
+        self.path, self.allow_nan = Path(path), allow_nan
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("a")
+        except OSError as e:
+            raise LaminaError(f"could not open {self.path}: {e.strerror or e}") from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self.file.write(json.dumps(record, allow_nan=self.allow_nan) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise LaminaError(f"could not write {self.path}: {e.strerror or e} (free disk space)") from None
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def default_run_dir(dataset: str, model: str, root: str | Path = "runs") -> Path:
     """``runs/<dataset>-<model>-<YYYYmmdd-HHMMSS>`` (a suffix is added if that exists)."""
     name = Path(dataset).stem if ("/" in dataset or "." in dataset) else dataset

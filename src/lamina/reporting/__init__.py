@@ -1,5 +1,6 @@
 """Reporting: figures and a self-contained HTML report, read only from a run folder."""
 
+from lamina.reporting import sections as sections  # registers lamina's sections, in report order
 from lamina.reporting.html import SECTIONS as SECTIONS
 from lamina.reporting.html import RunFolder as RunFolder
 from lamina.reporting.html import Section as Section

@@ -1,0 +1,192 @@
+"""lamina's report sections, in report order: each a renderer ``(RunFolder) -> Section | None``
+registered with :func:`register_section` (see ``html.py`` for the contract and the helpers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lamina.reporting import figures
+from lamina.reporting.html import (
+    RunFolder,
+    Section,
+    class_names,
+    duration,
+    esc,
+    figures_block,
+    image,
+    note,
+    para,
+    pct,
+    register_section,
+    table,
+)
+
+
+@register_section
+def section_summary(run: RunFolder) -> Section:
+    s, cfg = run.summary, run.config
+    data, train = cfg.get("data") or {}, cfg.get("train") or {}
+    arch = (run.json("model.json") or {}).get("arch") or {}
+    shape = ", ".join(f"{k} {arch[k]}" for k in ("width", "depth", "act", "norm") if arch.get(k) not in (None, ""))
+    params = f"{s['params']:,}" if isinstance(s.get("params"), int) else "—"
+    cards = [("test accuracy", pct(s.get("test_accuracy"), 2)), ("parameters", params),
+             ("training time", duration(s.get("train_seconds"))), ("epochs", s.get("epochs", "—"))]
+    recipe = ", ".join(f"{k} {train[k]}" for k in ("optimizer", "lr", "schedule") if k in train)
+    rows: list[tuple[str, Any]] = [
+        ("dataset", s.get("dataset") or data.get("name", "—")),
+        ("examples", f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"),
+        ("model", f"{s.get('model', '—')} ({shape})" if shape else s.get("model", "—")),
+        ("test loss", f"{s['test_loss']:.4f}" if isinstance(s.get("test_loss"), float) else "—"),
+        ("training time", f"{duration(s.get('train_seconds'))} ({s.get('steps', '—')} steps)"),
+        ("recipe", f"{recipe}, batch {data.get('batch_size', '—')}" if recipe else "—"),
+        ("device", s.get("device", "—")), ("precision", s.get("precision", "—")),
+        ("torch", s.get("torch", "—")), ("lamina", s.get("lamina", "—")),
+        ("seed", s.get("seed", train.get("seed", "—"))),
+    ]
+    if s.get("stop_reason"):
+        rows.append(("stopped early", s["stop_reason"]))
+    ins = run.json("inspection/inspection.json")
+    if isinstance(ins, dict):
+        secs = ins.get("seconds") if isinstance(ins.get("seconds"), dict) else {}
+        total = secs.get("total", sum(v for v in secs.values() if isinstance(v, int | float)))
+        rows.append(("inspection", f"{duration(total)}, peak memory {ins.get('peak_rss_mb', '—')} MB, "
+                                   f"at most {ins.get('max_examples', '—')} examples"))
+        if isinstance(ins.get("skipped"), dict) and ins["skipped"]:
+            rows.append(("not inspected", "; ".join(f"{k}: {v}" for k, v in ins["skipped"].items())))
+    body = '<div class="cards">' + "".join(
+        f"<div class=\"card\"><span>{esc(k)}</span><b>{esc(v)}</b></div>" for k, v in cards) + "</div>"
+    body += table([(k, str(v)) for k, v in rows], kv=True)
+    if not (run.path / "inspection").is_dir():
+        body += note("No inspection yet: run lamina inspect on this folder to add what each layer learned.")
+    return Section("summary", "Summary", body)
+
+
+@register_section
+def section_learning_curves(run: RunFolder) -> Section | None:
+    records = run.jsonl("metrics.jsonl")
+    if not records:
+        return None
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    text = ""
+    vals = [(r.get("val_accuracy"), r.get("epoch")) for r in epochs if isinstance(r.get("val_accuracy"), float)]
+    if vals:
+        best, at = max(vals, key=lambda v: v[0])
+        text = f"Best validation accuracy {pct(best)} after epoch {at} of {len(epochs)}."
+    fig = image(figures.learning_curves(records), "loss and accuracy against training step",
+                "Grey: every logged training step; dots: epoch means on the training and validation sets.")
+    return Section("learning-curves", "Learning curves", para(text) + figures_block(fig))
+
+
+def _probe_sentence(probes: list[dict[str, Any]]) -> str:
+    probes = sorted(probes, key=lambda p: p["depth"])
+    first, last = probes[0], probes[-1]
+    if len(probes) == 1:
+        return f"Only one stage was probed: {first['stage']} reaches {pct(first['accuracy'])}."
+    gain = 100.0 * (float(last["accuracy"]) - float(first["accuracy"]))
+    trend = ("so deeper features are more linearly separable" if gain > 1 else
+             "so depth adds little linear separability here" if gain > -1 else "so separability falls with depth")
+    return (f"A linear classifier on the first stage ({first['stage']}) reaches {pct(first['accuracy'])}; "
+            f"on the deepest ({last['stage']}) {pct(last['accuracy'])}, {gain:+.1f} points, {trend}.")
+
+
+@register_section
+def section_hierarchy(run: RunFolder) -> Section | None:
+    probes, cka = run.json("inspection/probes.json"), run.json("inspection/cka.json")
+    filt, top = run.json("inspection/filters.json"), run.json("inspection/top_activations.json")
+    if not any(x is not None for x in (probes, cka, filt, top)):
+        return None
+    texts, figs = [], []
+    if probes:
+        texts.append(_probe_sentence(probes))
+        figs.append(image(figures.probe_accuracy(probes), "linear probe accuracy against stage depth",
+                          "Held-out accuracy of a linear classifier on each stage's pooled features."))
+    extra = ""
+    if cka:
+        figs.append(image(figures.cka_heatmap(cka["stages"], cka["matrix"]), "CKA heatmap between stages",
+                          "Linear CKA: near 1, two stages represent the test examples alike; near 0, unrelated."))
+        if cka.get("same_stage"):
+            other = cka.get("other_run", "a run with another seed")
+            extra = para(f"CKA of each stage with the same stage of {other}:") + table(
+                [(st, round(float(v), 3)) for st, v in zip(cka["stages"], cka["same_stage"], strict=False)],
+                ["stage", "CKA"])
+    if filt:
+        figs.append(image(figures.filters_grid(filt["shape"], filt["values"]), "first-layer convolution filters",
+                          "Weights of the first layer, each filter scaled on its own (grey = 0)."))
+    if top:
+        png = figures.top_activations(top)
+        if png is not None:
+            figs.append(image(png, f"test examples that most activate channels of {top.get('stage', '')}",
+                              "Each row: the test examples that most activate one channel.", wide=True))
+    body = "".join(para(t) for t in texts) + figures_block(*figs) + extra
+    return Section("hierarchy", "Hierarchy: what each stage learned", body)
+
+
+@register_section
+def section_activations(run: RunFolder) -> Section | None:
+    stats = run.json("inspection/activations.json")
+    if not stats:
+        return None
+    rows = [(st, round(float(v["mean"]), 4), round(float(v["std"]), 4), pct(v.get("dead_fraction")),
+             pct(v["saturation"]) if v.get("saturation") is not None else "—") for st, v in stats.items()]
+    fig = image(figures.activation_stats(stats), "dead and saturated units per stage",
+                "Dead: units that never activate on the sampled test examples.")
+    return Section("activations", "Activations", figures_block(fig) +
+                   table(rows, ["stage", "mean", "std", "dead", "saturated"]))
+
+
+@register_section
+def section_gradient_flow(run: RunFolder) -> Section | None:
+    records = run.jsonl("gradients.jsonl") or run.jsonl("inspection/gradients.jsonl")
+    if not records:
+        return None
+    last = [x for x in records[-1]["layers"] if isinstance(x.get("grad_norm"), int | float)]
+    text = ""
+    if last:
+        lo, hi = min(last, key=lambda x: x["grad_norm"]), max(last, key=lambda x: x["grad_norm"])
+        text = (f"At the last recorded step ({records[-1]['step']}) the gradient norm ranges from "
+                f"{lo['grad_norm']:.3g} ({lo['name']}) to {hi['grad_norm']:.3g} ({hi['name']}).")
+    fig = image(figures.gradient_flow(records), "per-layer gradient norm and update ratio over steps",
+                "Update / weight: how much one optimizer step changes each layer; about 1e-3 is typical.")
+    return Section("gradient-flow", "Gradient flow", para(text) + figures_block(fig))
+
+
+@register_section
+def section_attributions(run: RunFolder) -> Section | None:
+    attr = run.json("inspection/attributions.json")
+    if not attr or not attr.get("methods"):
+        return None
+    fig = image(figures.attributions(attr, classes=class_names(run)), "input attributions: saliency, integrated gradients, Grad-CAM",
+                "Rows: test examples, labelled true → predicted. Brighter: pixels that move the predicted "
+                "class's score more.", wide=True)
+    return Section("attributions", "Attributions", figures_block(fig))
+
+
+@register_section
+def section_confusion(run: RunFolder) -> Section | None:
+    conf, classes = run.json("inspection/confusion.json"), class_names(run)
+    matrix = conf["matrix"] if isinstance(conf, dict) else run.summary.get("confusion")
+    mistakes = run.json("inspection/misclassified.json")
+    if not matrix and not mistakes:
+        return None
+    names = classes or [str(i) for i in range(len(matrix or []))]
+    intro, figs, tail = "", [], ""
+    if matrix:
+        off = [(v, i, j) for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j and v > 0]
+        if off:
+            v, i, j = max(off)
+            intro = para(f"Most frequent mistake: {names[i]} taken for {names[j]} "
+                         f"({v} of {sum(matrix[i])} test examples of {names[i]}).")
+        figs.append(image(figures.confusion_matrix(names, matrix), "confusion matrix",
+                          "Each row: where the test examples of one true class went, in %."))
+    if mistakes:
+        png = figures.misclassified_grid(mistakes, classes=classes)
+        if png is not None:
+            figs.append(image(png, "most confidently misclassified test examples", wide=True))
+        else:
+            def lab(c: Any) -> str:
+                return names[c] if isinstance(c, int) and 0 <= c < len(names) else str(c)
+
+            tail = para("The most confident mistakes:") + table(
+                [(m["index"], lab(m["true"]), lab(m["predicted"]), pct(m["confidence"])) for m in mistakes[:10]],
+                ["test index", "true", "predicted", "confidence"])
+    return Section("confusion", "Confusion & mistakes", intro + figures_block(*figs) + tail)

@@ -38,6 +38,7 @@ bench: install
 bench-all: bench
 	$(PY) benchmarks/demo.py --device $(DEVICE)
 	$(PY) benchmarks/checkpoint.py
+	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/inspection.py
 
 lint: install

@@ -128,3 +128,15 @@ def test_summary_arithmetic():
     budget = fm.Budget(epochs=5, max_seconds=100, stop_at=0.92)
     assert budget.reason([[30, 0.9]]) is None and budget.reason([[40, 0.9], [80, 0.91]]) == "max_seconds"
     assert budget.reason([[30, 0.93]]) == "target" and fm.Budget(1, 1e9, 1.0).reason([[1, 0.5]]) == "epochs"
+
+
+def test_recipe_sweep_parses_variants():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import recipe_sweep
+    except SystemExit:  # no lightning (it imports fashion_mnist)
+        pytest.skip("needs lightning")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert recipe_sweep.parse("epochs=5 model.width=24") == (5, ["model.width=24"])
+    assert recipe_sweep.parse("") == (None, [])

@@ -40,6 +40,7 @@ bench-all: bench
 	$(PY) benchmarks/checkpoint.py
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/inspection.py
+	$(PY) benchmarks/recipe_sweep.py --seeds 2 --variant "epochs=5" --variant "model.width=24"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -40,9 +40,9 @@ class CNN(Model):
     Stage ``i`` has ``width · 2**(i-1)`` channels. A stage's last conv is followed by a 2× max
     pool before its norm and activation (conv → pool → BN → ReLU, as airbench orders it: the same
     maxima, and the norm and activation on a quarter of the positions: the demo's epochs 18 %
-    shorter on a CPU); the pool is skipped once the map is smaller than 2. Head: global max pool, dropout, linear. (Max pooling keeps the strongest
-    response of each channel wherever it is; on Fashion-MNIST it beat average pooling by about
-    0.5 point in short CPU runs.)
+    shorter on a CPU); the pool is skipped once the map is smaller than 2. Head: global max pool,
+    dropout, linear. (Max pooling keeps the strongest response of each channel wherever it is; on
+    Fashion-MNIST it beat average pooling by about 0.5 point in short CPU runs.)
 
     Args:
         input_shape: (C, H, W) for images or (C, L) for signals.

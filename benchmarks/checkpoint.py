@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, environment, mean_std, write
+from common import ROOT, environment, mean_std, result_path, write
 
 import lamina
 from lamina.training import checkpoint
@@ -83,7 +83,7 @@ def main() -> None:
         },
     }
     print(record["summary"])
-    print(f"wrote {write(ROOT / 'benchmarks' / 'results' / 'checkpoint_cpu.json', record)}")
+    print(f"wrote {write(result_path('checkpoint', 'cpu'), record)}")
 
 
 if __name__ == "__main__":

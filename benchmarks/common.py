@@ -28,6 +28,16 @@ def code_version() -> str:
         return "unknown"
 
 
+def device_kind(device: str) -> str:
+    """``cuda`` for any CUDA device string, else ``cpu``: the suffix of a result file's name."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def result_path(stem: str, device: str, suffix: str = ".json") -> Path:
+    """Where a benchmark writes its result by default: ``benchmarks/results/<stem>_<kind><suffix>``."""
+    return ROOT / "benchmarks" / "results" / f"{stem}_{device_kind(device)}{suffix}"
+
+
 def environment(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)

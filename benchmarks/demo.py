@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, environment, mean_std, write
+from common import ROOT, environment, mean_std, result_path, write
 
 
 def run(argv: list[str], out: Path) -> dict:
@@ -51,8 +51,7 @@ def main() -> None:
                 "command_seconds": mean_std([r["command_seconds"] for r in records]),
             }
             print(name, json.dumps({k: results[name][k] for k in ("test_accuracy", "train_seconds")}))
-    dev = "cuda" if a.device.startswith("cuda") else "cpu"
-    path = write(a.out or ROOT / "benchmarks" / "results" / f"demo_{dev}.json",
+    path = write(a.out or result_path("demo", a.device),
                  {**environment(a.device), "seeds": list(range(a.seeds)), "results": results})
     print(f"wrote {path}")
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import ROOT, environment, write
+from common import device_kind, environment, result_path, write
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -471,9 +471,8 @@ def _profiled_lamina(a: argparse.Namespace, data: Data, out: Path) -> Callable[[
 def _profiled_pytorch(a: argparse.Namespace, data: Data) -> Callable[[], None]:
     """One step of (b)'s loop with profiler ranges."""
     device = torch.device(a.device)
-    torch.manual_seed(0)
-    model = network(a, data).to(device).train()
-    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    model, optimizer = example_setup(0, data, a)
+    model.train()
     batches = iter(example_loader(data, 0, device))
 
     def step() -> None:
@@ -553,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--profile-steps", type=int, default=50)
     p.add_argument("--out", default=None, help="the JSON (or, with --profile, text) file to write")
     a = p.parse_args(argv)
-    kind = "cuda" if a.device.startswith("cuda") else "cpu"
+    kind = device_kind(a.device)
     for key, value in DEFAULTS["toy" if a.toy else kind].items():
         if getattr(a, key) is None:
             setattr(a, key, value)
@@ -569,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         data = load_data(a.toy, tmp)
         if a.profile:
-            path = Path(a.out or ROOT / "benchmarks" / "results" / f"profile_{kind}.txt")
+            path = Path(a.out or result_path("profile", a.device, ".txt"))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(profile(a, data, tmp))
             print(f"wrote {path}")
@@ -596,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead": {"pairs": a.overhead_pairs, "steps_per_side": a.overhead_steps, "batch_size": 64},
         "targets": list(TARGETS),
     }
-    path = write(a.out or ROOT / "benchmarks" / "results" / f"fashion_mnist_{kind}.json",
+    path = write(a.out or result_path("fashion_mnist", a.device),
                  {**env, "seeds": seeds, "settings": settings, "summary": summary,
                   "spread": spread, "bench_seconds": time.perf_counter() - started, "runs": runs,
                   "overhead_pairs": pairs})

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, environment, write
+from common import ROOT, environment, result_path, write
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
         },
     }
     print(json.dumps(record["summary"]))
-    print(f"wrote {write(ROOT / 'benchmarks' / 'results' / 'inspection_cpu.json', record)}")
+    print(f"wrote {write(result_path('inspection', 'cpu'), record)}")
 
 
 if __name__ == "__main__":

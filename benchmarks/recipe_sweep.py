@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, environment, write
+from common import environment, result_path, write
 from fashion_mnist import EpochTest, load_data, time_to
 
 import lamina
@@ -45,6 +45,7 @@ def main() -> None:
     a = p.parse_args()
     env = environment(a.device)
     variants = ["", *a.variant]  # "": the recipe as it is
+    label = {v: v or "(recipe)" for v in variants}
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -55,20 +56,19 @@ def main() -> None:
                 cb = EpochTest(data.test)
                 lamina.train(data.name, recipe=a.recipe, device=a.device, seed=seed, epochs=epochs, quiet=True,
                              out=str(tmp / f"run-{seed}-{len(runs)}"), callbacks=[cb], overrides=overrides)
-                runs.append({"variant": variant or "(recipe)", "seed": seed, "epochs": cb.epochs,
+                runs.append({"variant": label[variant], "seed": seed, "epochs": cb.epochs,
                              "final_acc": cb.epochs[-1][1], "time_to_92_s": time_to(cb.epochs, 0.92)})
-                print(f"  {variant or '(recipe)':<30} seed {seed}: "
+                print(f"  {label[variant]:<30} seed {seed}: "
                       + " ".join(f"{acc:.4f}@{s:.0f}s" for s, acc in cb.epochs), flush=True)
     summary = {}
     for variant in variants:
-        rs = [r for r in runs if r["variant"] == (variant or "(recipe)")]
+        rs = [r for r in runs if r["variant"] == label[variant]]
         finals = [r["final_acc"] for r in rs]
-        summary[variant or "(recipe)"] = {
+        summary[label[variant]] = {
             "final_acc_mean": statistics.fmean(finals),
             "final_acc_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
             "time_to_92_s": [r["time_to_92_s"] for r in rs]}
-    kind = "cuda" if a.device.startswith("cuda") else "cpu"
-    path = write(a.out or ROOT / "benchmarks" / "results" / f"recipe_sweep_{kind}.json",
+    path = write(a.out or result_path("recipe_sweep", a.device),
                  {**env, "recipe": a.recipe, "seeds": list(range(a.seeds)), "summary": summary, "runs": runs})
     print(f"wrote {path}")
 

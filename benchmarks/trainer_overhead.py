@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from common import ROOT, environment, write
+from common import environment, result_path, write
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -72,7 +72,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=2000, help="steps per timed run")
     p.add_argument("--repeats", type=int, default=8, help="timed runs of each loop, alternating")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trainer_overhead_cpu.json"))
+    p.add_argument("--out", default=str(result_path("trainer_overhead", "cpu")))
     a = p.parse_args()
     env = environment("cpu")
     batches = make_batches(a.steps)

@@ -48,14 +48,15 @@ from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, record_function
 
 import lamina
-from lamina.api import resolve_config
 from lamina.config import DataConfig, to_dict
 from lamina.data.base import Preprocess, Split, build_dataset, channel_stats
 from lamina.data.gpu_loader import make_loader
 from lamina.models import create_model
+from lamina.session import resolve_config
+from lamina.tasks.classify import Classify, evaluate
 from lamina.training.callbacks import Callback
 from lamina.training.engine import Engine
-from lamina.training.trainer import Trainer, evaluate
+from lamina.training.trainer import Trainer
 
 try:
     import lightning as L
@@ -185,8 +186,7 @@ class EpochTest(Callback):
 
     def epoch_end(self, trainer: Trainer) -> None:
         model = trainer.ema.module if trainer.ema is not None else trainer.module
-        m = evaluate(model, self.loader, engine=Engine(trainer.engine.device), num_classes=trainer.num_classes,
-                     tta_flip=trainer.tta_flip)
+        m = trainer.task.evaluate(model, self.loader)  # fp32, with the run's test-time flips
         self.epochs.append([trainer.train_seconds, m["accuracy"]])
 
 
@@ -349,7 +349,7 @@ def trainer_epoch(model: nn.Module, loader: torch.utils.data.DataLoader[Any], op
     # StepLR(step_size=1 epoch) stepped per batch, as the Trainer steps schedulers: (b)'s learning rates.
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=len(loader), gamma=0.7)
     trainer = Trainer(model, engine=Engine.create(str(device), precision="fp32", channels_last=False),
-                      optimizer=optimizer, scheduler=scheduler, num_classes=10, on_nan="off")
+                      optimizer=optimizer, scheduler=scheduler, task=Classify(10), on_nan="off")
     trainer.fit(ToDevice(loader, device), epochs=1)
 
 
@@ -436,11 +436,11 @@ def _profiled_lamina(a: argparse.Namespace, data: Data, out: Path) -> Callable[[
     """One step of (a): Trainer.train_step with profiler ranges around its parts."""
     from rich.console import Console
 
-    from lamina.api import _Session
+    from lamina.session import Session
 
     cfg = resolve_config(data.name, recipe=a.recipe, device=a.device, overrides=data.overrides,
                          out=str(out / "profile-lamina"))
-    s = _Session(cfg, Console(quiet=True), quiet=True)
+    s = Session(cfg, Console(quiet=True), quiet=True)
     t, e = s.trainer, s.engine
     t.module.train()
     batches = iter(s.loaders["train"])
@@ -451,7 +451,7 @@ def _profiled_lamina(a: argparse.Namespace, data: Data, out: Path) -> Callable[[
         with record_function("forward"):
             with e.autocast():
                 logits = t.model(x)
-            loss = t.loss_fn(logits.float(), y)
+            loss = t.task.loss(logits, y)
         with record_function("backward"):
             t.optimizer.zero_grad(set_to_none=True)
             e.backward(loss)

@@ -23,6 +23,7 @@ from common import environment, result_path, write
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lamina.tasks.classify import Classify
 from lamina.training.engine import Engine
 from lamina.training.trainer import Trainer
 
@@ -62,7 +63,7 @@ def lamina_trainer(batches: Batches) -> tuple[float, nn.Module]:
     model, optimizer = setup()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=len(batches) + 1, gamma=0.7)
     trainer = Trainer(model, engine=Engine.create("cpu", precision="fp32"), optimizer=optimizer,
-                      scheduler=scheduler, num_classes=10, on_nan="off")
+                      scheduler=scheduler, task=Classify(10), on_nan="off")
     t0 = time.perf_counter()
     trainer.fit(batches, epochs=1)
     return time.perf_counter() - t0, model

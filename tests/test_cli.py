@@ -44,7 +44,7 @@ def test_eval_reproduces_the_summary(digits_run, capsys):
 
 
 def test_predict_on_saved_pngs_agrees_with_eval(digits_run, tmp_path, capsys):
-    cfg = lamina.api.load_config(digits_run / "config.yaml")
+    cfg = lamina.config.load_config(digits_run / "config.yaml")
     ds = build_dataset(cfg.data, seed=cfg.train.seed)
     paths = []
     for i, img in enumerate(ds.test.x[:, 0].numpy()):

@@ -30,12 +30,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from lamina import api
+from lamina import api, artifacts
 from lamina.config import RunConfig, all_keys, apply_overrides, from_dict, load_config
 from lamina.data.base import Preprocess
 from lamina.data.idx import read_idx
 from lamina.data.images import load_image, load_image_folder, load_npz
 from lamina.errors import LaminaError
+from lamina.tasks.classify import Classify
 from lamina.training import checkpoint
 
 MAX_SECONDS = 10.0  # per example: far above what any of them needs, far below a hang
@@ -437,7 +438,7 @@ def _run(folder: Path) -> Path:
     ds = Dataset(name="t", classes=["a", "b"], train=Split(torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])),
                  modality="vector", preprocess=Preprocess(kind="array", scale=1.0))
     folder.mkdir()
-    api.save_model(create_model("mlp", (3,), 2, width=4, depth=1), folder, ds)
+    artifacts.save_model(create_model("mlp", (3,), 2, width=4, depth=1), folder, ds, Classify(2, classes=ds.classes))
     return folder
 
 
@@ -456,7 +457,7 @@ archs = st.fixed_dictionaries(
     },
 )
 model_jsons = st.fixed_dictionaries(
-    {"format": st.sampled_from([api.MODEL_FORMAT, api.MODEL_FORMAT, "x"])},
+    {"format": st.sampled_from([artifacts.MODEL_FORMAT, artifacts.MODEL_FORMAT, "x"])},
     optional={
         "arch": archs | json_trees,
         "preprocess": json_trees | st.fixed_dictionaries({"kind": st.sampled_from(["array", "image"]), "scale": st.floats()}),
@@ -472,11 +473,11 @@ def _good_meta(run: Path) -> dict[str, Any]:
 
 @fuzz(50)
 @given(meta=model_jsons, keep=st.sets(st.sampled_from(["arch", "preprocess", "classes", "modality"])))
-@example(meta={"format": api.MODEL_FORMAT, "arch": {"name": "mlp", "input_shape": [10**7], "num_classes": 10**6,
+@example(meta={"format": artifacts.MODEL_FORMAT, "arch": {"name": "mlp", "input_shape": [10**7], "num_classes": 10**6,
                                                      "width": 10**6, "depth": 50}}, keep={"preprocess", "classes", "modality"})
-@example(meta={"format": api.MODEL_FORMAT, "arch": []}, keep=set())
-@example(meta={"format": api.MODEL_FORMAT, "classes": 3}, keep={"arch", "preprocess", "modality"})
-@example(meta={"format": api.MODEL_FORMAT, "classes": ["a"]}, keep={"arch", "preprocess", "modality"})
+@example(meta={"format": artifacts.MODEL_FORMAT, "arch": []}, keep=set())
+@example(meta={"format": artifacts.MODEL_FORMAT, "classes": 3}, keep={"arch", "preprocess", "modality"})
+@example(meta={"format": artifacts.MODEL_FORMAT, "classes": ["a"]}, keep={"arch", "preprocess", "modality"})
 def test_api_load_random_model_json(meta: dict[str, Any], keep: set[str]) -> None:
     """A model.json with random fields (``keep``: fields taken from a good one)."""
     with _tmp() as d:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -14,13 +13,14 @@ from torch import nn
 
 import lamina
 from lamina import recipes
-from lamina.api import Predictor, resolve_config, validate
+from lamina.artifacts import Classifier as Predictor
 from lamina.cli.main import main
 from lamina.config import RunConfig, load_config
 from lamina.data.base import Preprocess
 from lamina.errors import LaminaError
+from lamina.session import resolve_config, validate
+from lamina.tasks.classify import evaluate, flip_tta_log_probs
 from lamina.training.engine import Engine
-from lamina.training.trainer import evaluate, flip_tta_log_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,22 +160,25 @@ def test_tta_flip_averages_the_probabilities_of_x_and_its_mirror_image():
     m = evaluate(net, batches, engine=engine, num_classes=3, tta_flip=True)
     assert m["accuracy"] == pytest.approx(float((manual.argmax(1) == y).float().mean()))
     assert m["loss"] == pytest.approx(float(-manual[torch.arange(len(y)), y].log().mean()), rel=1e-5)
-    net.input_shape = (1, 8, 8)  # what Predictor reads of a lamina Model
-    predictor = Predictor(net, Preprocess(), ["a", "b", "c"], "image", tta_flip=True)
+    net.input_shape, net.num_classes = (1, 8, 8), 3  # what the Classifier reads of a lamina Model
+    meta = {"classes": ["a", "b", "c"], "modality": "image", "preprocess": Preprocess().to_dict()}
+    predictor = Predictor(net, {**meta, "tta_flip": True})
     assert torch.allclose(predictor.predict_proba(x), manual, atol=1e-6)
-    plain = Predictor(net, Preprocess(), ["a", "b", "c"], "image")
+    plain = Predictor(net, {**meta, "tta_flip": False})
     assert torch.allclose(plain.predict_proba(x), torch.softmax(net(x), 1).detach(), atol=1e-6)
 
 
-def test_tta_flip_leaves_non_image_batches_alone():
-    torch.manual_seed(0)
-    net = nn.Linear(5, 3)
-    batches = [(torch.randn(16, 5), torch.randint(0, 3, (16,)))]
-    engine = Engine(torch.device("cpu"))
-    a = evaluate(net, batches, engine=engine, num_classes=3, tta_flip=True)
-    b = evaluate(net, batches, engine=engine, num_classes=3)
-    assert a["loss"] == b["loss"] and a["accuracy"] == b["accuracy"]
-    assert math.isfinite(a["loss"])
+@pytest.mark.parametrize("modality,flip,expected", [("image", True, True), ("image", False, False),
+                                                    ("vector", True, False), ("signal", True, False)])
+def test_tta_flip_is_read_from_the_data_never_from_a_batch_rank(modality, flip, expected):
+    from lamina.config import RunConfig, TrainConfig
+    from lamina.data.base import Dataset, Split
+    from lamina.tasks.classify import Classify
+
+    ds = Dataset("d", ["a", "b"], Split(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])), modality=modality,
+                 flip=flip)
+    task = Classify.from_data(ds, RunConfig(train=TrainConfig(tta_flip=True)))
+    assert task.tta_flip is expected
 
 
 # -- GPU -------------------------------------------------------------------------------------------

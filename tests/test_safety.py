@@ -302,15 +302,16 @@ def test_checkpoint_with_pickled_state_is_refused(tmp_path: Path) -> None:
 
 
 def _tiny_run(folder: Path) -> Path:
-    from lamina.api import save_model
+    from lamina.artifacts import save_model
     from lamina.data.base import Dataset, Preprocess, Split
     from lamina.models import create_model
+    from lamina.tasks.classify import Classify
 
     x, y = torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])
     ds = Dataset(name="t", classes=["a", "b"], train=Split(x, y), modality="vector",
                  preprocess=Preprocess(kind="array", scale=1.0))
     folder.mkdir()
-    save_model(create_model("mlp", (3,), 2, width=4, depth=1), folder, ds)
+    save_model(create_model("mlp", (3,), 2, width=4, depth=1), folder, ds, Classify(2, classes=ds.classes))
     return folder
 
 

@@ -1,12 +1,42 @@
-"""lamina: raw data in, a trained deep network out."""
+"""lamina: raw data in, a trained deep network out.
+
+The public API is exported lazily, so ``import lamina.models`` (or any lower layer) does not
+import the whole stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from lamina.api import Predictor as Predictor
-from lamina.api import RunResult as RunResult
-from lamina.api import evaluate as evaluate
-from lamina.api import load as load
-from lamina.api import resume as resume
-from lamina.api import train as train
-from lamina.config import RunConfig as RunConfig
-from lamina.errors import LaminaError as LaminaError
+_EXPORTS = {
+    "train": "lamina.api", "resume": "lamina.api", "load": "lamina.api", "evaluate": "lamina.api",
+    "inspect": "lamina.api", "report": "lamina.api", "generate": "lamina.api", "RunResult": "lamina.api",
+    "Predictor": "lamina.artifacts", "Classifier": "lamina.artifacts", "TextGenerator": "lamina.artifacts",
+    "RunConfig": "lamina.config", "LaminaError": "lamina.errors",
+}
+
+if TYPE_CHECKING:
+    from lamina.api import RunResult, evaluate, generate, inspect, load, report, resume, train
+    from lamina.artifacts import Classifier, Predictor, TextGenerator
+    from lamina.config import RunConfig
+    from lamina.errors import LaminaError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lamina' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = ["Classifier", "LaminaError", "Predictor", "RunConfig", "RunResult", "TextGenerator", "__version__",
+           "evaluate", "generate", "inspect", "load", "report", "resume", "train"]

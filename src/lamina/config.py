@@ -22,7 +22,14 @@ from lamina.errors import LaminaError, did_you_mean
 class DataConfig:
     """Where the examples come from and how batches are made."""
 
-    name: str = "fashion-mnist"  # a registered dataset, an image folder or a .npz file
+    name: str = "fashion-mnist"  # a registered dataset, an image folder, a .npz file, a .txt file or a folder of them
+    task: str = "auto"  # auto (what the data declares) | classify | language-model
+    vocab: str = "char"  # text: char (the training text's characters) | byte (UTF-8 bytes, 256) | bpe (tokenizers)
+    vocab_size: int = 1024  # text with vocab=bpe: size of the BPE vocabulary trained on the training split
+    context: int = 0  # text: tokens per window (language model) or per example (classifier); 0: the model's default
+    steps_per_epoch: int = 0  # language models: batches per epoch (validated after each); 0: one pass's worth of tokens
+    text_column: str = "text"  # CSV text classification: the column holding the text
+    label_column: str = "label"  # CSV text classification: the column holding the class
     batch_size: int = 0  # examples per step; 0: auto (256, smaller for small datasets)
     val_fraction: float = 0.05  # of the training split, held out for validation
     test_fraction: float = 0.2  # of all examples, used only when the source has no test split
@@ -38,12 +45,14 @@ class DataConfig:
 class ModelConfig:
     """Which network, and its shape. 0 means the model's own default."""
 
-    name: str = "auto"  # auto | mlp | cnn | resnet
+    name: str = "auto"  # auto | mlp | cnn | resnet | gpt | textcnn | text-transformer
     width: int = 0  # channels (conv) or units (mlp) of the first stage
     depth: int = 0  # blocks per stage (cnn/resnet) or hidden layers (mlp)
     act: str = "relu"  # relu | leaky_relu | gelu | silu | tanh | sigmoid
     norm: str = "batch"  # batch | layer | group | none
-    dropout: float = 0.0  # before the classifier
+    dropout: float = 0.0  # before the classifier (Transformers: in attention and MLP too)
+    heads: int = 0  # Transformers: attention heads; 0: width // 64 (at least 1)
+    positions: str = ""  # Transformers: learned | rotary; empty: the model's default
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,9 @@ def test_missing_npz(tmp_path: Path) -> None:
 
 
 def test_unsupported_file(tmp_path: Path) -> None:
-    (tmp_path / "table.csv").write_text("a,b\n")
+    (tmp_path / "arrays.h5").write_bytes(b"\x89HDF")
     with pytest.raises(LaminaError, match="don't know how to load"):
-        sources.load(DataConfig(name=str(tmp_path / "table.csv")))
+        sources.load(DataConfig(name=str(tmp_path / "arrays.h5")))
 
 
 def test_unknown_name() -> None:

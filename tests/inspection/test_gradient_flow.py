@@ -12,6 +12,7 @@ from lamina.data.base import Preprocess, Split
 from lamina.data.gpu_loader import DeviceLoader
 from lamina.errors import LaminaError
 from lamina.inspection.gradients import GradientFlow, weight_params
+from lamina.tasks.classify import Classify
 from lamina.training.engine import Engine
 from lamina.training.trainer import Trainer
 
@@ -52,7 +53,7 @@ def test_gradient_flow_equals_manual_autograd(tmp_path, every):
     path = tmp_path / "inspection" / "gradients.jsonl"
     model = _model()
     trainer = Trainer(model, engine=Engine.create("cpu", "fp32"), optimizer=torch.optim.SGD(model.parameters(), lr=LR),
-                      num_classes=3, label_smoothing=SMOOTHING, callbacks=[GradientFlow(path, every=every)])
+                      task=Classify(3, label_smoothing=SMOOTHING), callbacks=[GradientFlow(path, every=every)])
     loader = DeviceLoader(split, batch_size=16, device=torch.device("cpu"), preprocess=Preprocess(), shuffle=False)
     trainer.fit(loader, epochs=1)  # 3 steps
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -75,6 +76,6 @@ def test_gradient_flow_appends_and_checks_every(tmp_path):
     for _ in range(2):
         model = _model()
         trainer = Trainer(model, engine=Engine.create("cpu", "fp32"), optimizer=torch.optim.SGD(model.parameters(), lr=LR),
-                          num_classes=3, callbacks=[GradientFlow(path, every=3)])
+                          task=Classify(3), callbacks=[GradientFlow(path, every=3)])
         trainer.fit(DeviceLoader(_split(), batch_size=16, device=torch.device("cpu"), preprocess=Preprocess()), epochs=2)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [3, 6, 3, 6]

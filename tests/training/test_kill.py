@@ -24,10 +24,16 @@ ARGS = ["--epochs", "3", "--seed", "3", "--checkpoint-every", "2", "--determinis
 KILLS_PER_CHAIN = 10
 
 
+def _default_sigint() -> None:
+    # Under nohup or as a background job SIGINT starts ignored, and lamina leaves an ignored SIGINT
+    # ignored; these tests send SIGINT on purpose, so the child starts with the default handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "lamina.cli.main", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
 
 
 def _checkpoints(run: Path) -> list[str]:
@@ -57,7 +63,7 @@ def reference(data, tmp_path_factory) -> bytes:
 
 def _kill_chain(data: Path, run: Path, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
-    stats = {"kills": 0, "during_write": 0, "restarts": 0}
+    stats = {"kills": 0, "during_write": 0, "restarts": 0, "late": 0}
     proc = _cli("train", str(data), "--out", str(run), *ARGS)
     while True:
         seen = _checkpoints(run)
@@ -81,6 +87,9 @@ def _kill_chain(data: Path, run: Path, seed: int) -> dict[str, int]:
         if not killed:
             assert proc.returncode == 0, err
             return stats
+        if (run / "summary.json").exists():  # the kill landed after the run had finished: nothing to resume
+            stats["late"] = 1
+            return stats
         stats["restarts"] += 1
         proc = _cli("resume", str(run), "--quiet")
 
@@ -88,7 +97,7 @@ def _kill_chain(data: Path, run: Path, seed: int) -> dict[str, int]:
 @pytest.mark.parametrize("chain", [0, 1])
 def test_sigkill_and_resume_gives_identical_weights(data, reference, tmp_path, chain):
     stats = _kill_chain(data, tmp_path / "run", seed=chain)
-    assert stats["kills"] == KILLS_PER_CHAIN, stats
+    assert stats["kills"] == KILLS_PER_CHAIN or stats["late"], stats
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == reference
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".")] == []
 

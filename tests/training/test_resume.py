@@ -13,10 +13,19 @@ import torch
 import lamina
 from lamina.errors import LaminaError
 from lamina.training.callbacks import Callback, Interrupted
-from lamina.training.trainer import NonFiniteError
+from lamina.training.nan_guard import NonFiniteError
 
 BASE = ["train.deterministic=true", "train.checkpoint_every=3", "data.batch_size=16", "model.name=cnn",
         "model.width=4", "train.ema=0.9", "model.dropout=0.2", "data.cutout=2"]
+
+
+@pytest.fixture(autouse=True)
+def sigint_delivered():
+    """These tests send themselves SIGINT: give it Python's handler for the test, even where the suite
+    runs under nohup or as a background job (SIGINT ignored), and put back what was there."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield before
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +66,18 @@ def test_interrupt_then_resume_is_bit_identical(npz, tmp_path, reference, step, 
         _train(npz, tmp_path / "run", callbacks=[SignalAt(step, signum)])
     assert info.value.step == step and info.value.signum == signum
     assert info.value.checkpoint.name == f"step-{step:09d}"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler from before is back
     run = lamina.resume(tmp_path / "run", quiet=True)
     assert (run.dir / "model.safetensors").read_bytes() == reference[0]
     assert run.summary["steps"] == reference[1].summary["steps"]
     steps = [r for r in (run.dir / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in r]
     assert len(steps) == 3  # each epoch logged once
+
+
+def test_an_ignored_sigint_stays_ignored(npz, tmp_path):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    _train(npz, tmp_path / "run", "train.checkpoint_every=0")
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_resume_skips_a_corrupt_checkpoint(npz, tmp_path, reference, capsys):

@@ -9,9 +9,9 @@ from torch import nn
 from lamina.data.base import Preprocess, Split
 from lamina.data.gpu_loader import DeviceLoader
 from lamina.errors import LaminaError
+from lamina.tasks.classify import ClassificationMetrics, Classify
 from lamina.training.callbacks import Callback, CancelFit, EarlyStopping
 from lamina.training.engine import Engine, resolve_device, rng_state, set_rng_state
-from lamina.training.metrics import ClassificationMetrics
 from lamina.training.schedules import create_scheduler
 from lamina.training.trainer import Trainer
 
@@ -38,7 +38,7 @@ def test_trainer_equals_hand_written_loop():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     sched = create_scheduler("onecycle", opt, total_steps=3 * 4, warmup_fraction=0.25)
-    trainer = Trainer(model, engine=engine, optimizer=opt, scheduler=sched, num_classes=3, label_smoothing=0.1,
+    trainer = Trainer(model, engine=engine, optimizer=opt, scheduler=sched, task=Classify(3, label_smoothing=0.1),
                       grad_clip=1.0)
     trainer.fit(_loader(split), epochs=3)
 
@@ -71,7 +71,7 @@ def test_ema_matches_manual_average():
         def batch_end(self, trainer):
             snapshots.append([p.detach().clone() for p in trainer.module.parameters()])
 
-    t = Trainer(model, engine=Engine.create("cpu"), optimizer=opt, num_classes=3, ema_decay=0.9, callbacks=[Record()])
+    t = Trainer(model, engine=Engine.create("cpu"), optimizer=opt, task=Classify(3), ema_decay=0.9, callbacks=[Record()])
     t.fit(_loader(split), epochs=1)
     ema = init
     for i, snap in enumerate(snapshots):
@@ -95,7 +95,7 @@ def test_early_stopping_and_cancel():
     split = _data()
     model = _model()
     t = Trainer(model, engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-                num_classes=3, callbacks=[EarlyStopping(patience=2)])
+                task=Classify(3), callbacks=[EarlyStopping(patience=2)])
     t.fit(_loader(split), _loader(split, shuffle=False), epochs=50)
     assert t.epoch == 3 and "early stopping" in t.stop_reason  # lr 0: never improves after epoch 1
 
@@ -105,7 +105,7 @@ def test_early_stopping_and_cancel():
                 raise CancelFit("enough")
 
     t2 = Trainer(_model(), engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                 num_classes=3, callbacks=[Stop()])
+                 task=Classify(3), callbacks=[Stop()])
     t2.fit(_loader(split), epochs=5)
     assert t2.step == 2 and t2.stop_reason == "enough"
 
@@ -144,7 +144,7 @@ def test_time_of_an_epoch_cut_short_is_counted():
 
     model = _model()
     t = Trainer(model, engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                num_classes=3, callbacks=[SlowStop()])
+                task=Classify(3), callbacks=[SlowStop()])
     t.fit(_loader(_data()), epochs=3)
     assert t.step == 2 and t.train_seconds >= 0.1
 
@@ -157,7 +157,7 @@ def test_tensorboard_event_files_hold_the_epoch_metrics(tmp_path):
 
     model = _model()
     t = Trainer(model, engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                num_classes=3, callbacks=[TensorBoard(tmp_path / "tb", every=2)])
+                task=Classify(3), callbacks=[TensorBoard(tmp_path / "tb", every=2)])
     t.fit(_loader(_data()), _loader(_data(), shuffle=False), epochs=2)
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
@@ -168,7 +168,7 @@ def test_tensorboard_event_files_hold_the_epoch_metrics(tmp_path):
 
 
 def test_nan_guard_finite_check():
-    from lamina.training.trainer import NanGuard
+    from lamina.training.nan_guard import NanGuard
 
     m = nn.Linear(3, 2)
     m.weight.grad, m.bias.grad = torch.full((2, 3), 1e38), torch.ones(2)  # huge but finite: no overflow

@@ -1,4 +1,4 @@
-"""``lamina`` on the command line: train, eval, predict, data.
+"""``lamina`` on the command line: train, resume, eval, predict, generate, export, inspect, report, data.
 
 Bad input prints one line, ``error: <what is wrong> (<how to fix it>)``, and exits with 2;
 ``--debug`` shows the traceback instead.
@@ -7,7 +7,9 @@ Bad input prints one line, ``error: <what is wrong> (<how to fix it>)``, and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -19,16 +21,31 @@ from lamina.training.callbacks import Interrupted
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lamina import __version__
+
     p = argparse.ArgumentParser(prog="lamina", description="Raw data in, a trained deep network out.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--version", action="version", version=f"lamina {__version__}")
+    # --debug is accepted after the command too (`lamina train digits --debug`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(*args: Any, **kw: Any) -> argparse.ArgumentParser:
+        return _add(*args, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     t = sub.add_parser("train", help="train a network and write a run folder",
-                       description="Train on DATA (a dataset name, an image folder or a .npz file). "
-                                   "Trailing key=value pairs override any config key, e.g. train.lr=0.05.")
-    t.add_argument("data", nargs="?", help="dataset name, image folder or .npz file")
+                       description="Train on DATA (a dataset name, an image folder, a .npz file, a .txt file or a "
+                                   "folder of .txt files). Trailing key=value pairs override any config key, "
+                                   "e.g. train.lr=0.05.")
+    t.add_argument("data", nargs="?", help="dataset name, image folder, .npz, .txt or a folder of .txt files")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.width=64")
-    t.add_argument("--model", help="auto | mlp | cnn | resnet")
+    t.add_argument("--model", help="auto | mlp | cnn | resnet | gpt | textcnn")
+    t.add_argument("--task", choices=["auto", "classify", "language-model"],
+                   help="what to learn where the data allows more than one (default: what the data declares)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate")
@@ -73,10 +90,25 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="classify files with a run's saved model")
     pr.add_argument("run")
-    pr.add_argument("inputs", nargs="+", help="image files")
+    pr.add_argument("inputs", nargs="+", help="image files (image models) or .npy arrays (others)")
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--json", action="store_true", help="print JSON")
+
+    g = sub.add_parser("generate", help="write text with a language-model run (streams as it is produced)")
+    g.add_argument("run")
+    g.add_argument("--prompt", default="", help="the text to continue")
+    g.add_argument("--max-new-tokens", type=int, default=500)
+    g.add_argument("--temperature", type=float, default=0.8, help="0: greedy; higher: more random")
+    g.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (0: all)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole context for every token")
+
+    x = sub.add_parser("export", help="export a run's model for other runtimes (ONNX, torch.export)")
+    x.add_argument("run")
+    x.add_argument("--format", choices=["onnx", "torch-export"], default="onnx")
+    x.add_argument("--out", help="the file to write (default RUN/model.onnx or RUN/model.pt2)")
 
     d = sub.add_parser("data", help="list, fetch or describe datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
@@ -91,22 +123,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from lamina.api import train
+    from lamina.api import report, train
 
     overrides = list(a.overrides)
     data = a.data
     if data is not None and "=" in data and not Path(data).exists():
         overrides.insert(0, data)  # `lamina train --config c.yaml train.lr=0.1`
         data = None
-    flags = {"train.checkpoint_every": a.checkpoint_every, "train.checkpoint_minutes": a.checkpoint_minutes,
-             "train.on_nan": a.on_nan, "train.deterministic": a.deterministic, "train.tensorboard": a.tensorboard}
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
+    if data is None and a.config is None and not any(o.startswith("data.name=") for o in overrides):
+        raise LaminaError("lamina train needs DATA: a dataset name (lamina data list), an image folder, a .npz "
+                          "file, a .txt file or a folder of them, or --config FILE (e.g. lamina train fashion-mnist)")
     run = train(data, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet, model=a.model,
-                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out)
+                epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out,
+                task=a.task, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
+                on_nan=a.on_nan, deterministic=a.deterministic, tensorboard=a.tensorboard)
     _print_result(run)
     if a.report:
-        from lamina.api import report
-
         print(f"report: {report(run.dir)}")
     return 0
 
@@ -145,8 +177,11 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 def _print_result(run: Any) -> None:
     s = run.summary
-    print(f"test accuracy {s['test_accuracy']:.4f}  (loss {s['test_loss']:.4f}, {s['train_seconds']:.1f}s of "
-          f"training on {s['device']})  run folder: {run.dir}")
+    if "test_accuracy" in s:
+        what = f"test accuracy {s['test_accuracy']:.4f}  (loss {s['test_loss']:.4f}, "
+    else:
+        what = f"validation {s['val_bpc']:.4f} bits per character  (loss {s['val_loss']:.4f} nats per token, "
+    print(f"{what}{s['train_seconds']:.1f}s of training on {s['device']})  run folder: {run.dir}")
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -156,7 +191,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(m))
     else:
-        print(f"{a.run}: {m['split']} accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  ({m['examples']} examples)")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
+        print(f"{a.run}: {m['split']} {shown}  ({m['examples']} examples)")
     return 0
 
 
@@ -173,6 +209,28 @@ def cmd_predict(a: argparse.Namespace) -> int:
     else:
         for p, r in zip(a.inputs, results, strict=True):
             print(f"{p}: " + ", ".join(f"{c} {v:.3f}" for c, v in r))
+    return 0
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    from lamina.api import load
+
+    model = load(a.run, device=a.device)
+    pieces = model.stream(a.prompt, max_new_tokens=a.max_new_tokens, temperature=a.temperature,  # type: ignore[attr-defined]
+                          top_k=a.top_k or None, seed=a.seed, use_cache=not a.no_cache) \
+        if hasattr(model, "stream") else model.generate()
+    sys.stdout.write(a.prompt)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from lamina.export import export_run
+
+    print(f"exported: {export_run(a.run, fmt=a.format, out=a.out)}")
     return 0
 
 
@@ -206,7 +264,8 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "report": cmd_report, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "report": cmd_report, "eval": cmd_eval,
+            "predict": cmd_predict, "generate": cmd_generate, "export": cmd_export, "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`lamina data list | head -1`): not an error of ours
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")
+        return 141
     except OSError as e:  # a full disk, a read-only folder, a vanished file: the system's own words
         if args.debug:
             raise

@@ -2,8 +2,10 @@
 
 A loader turns a source (a name, a folder, a file) into a :class:`Dataset`: tensors of raw
 examples (``uint8`` images or ``float32`` arrays; or :class:`Examples` decoded on access, for
-folders too large for memory) with ``int64`` labels, class names, and the
-:class:`Preprocess` that maps raw examples to model inputs. The trainer, the model factory and
+folders too large for memory) with ``int64`` labels where the task has labels, class names, and
+the :class:`Preprocess` that maps raw examples to model inputs. The dataset **declares** its task
+(``classify``, ``language-model``) and its modality (``image``, ``signal``, ``vector``, ``text``):
+nothing downstream guesses them from a tensor's rank. The session, the model factory and
 ``predict`` only ever see this contract, so a new modality adds a loader and nothing else.
 """
 
@@ -28,7 +30,7 @@ class Preprocess:
     ``(x / scale - mean) / std``, with ``mean``/``std`` per channel (dim 1 of a batch).
     """
 
-    kind: str = "array"  # "image" (decode files with PIL) | "array"
+    kind: str = "array"  # "image" (decode files with PIL) | "array" | "tokens" (ids, passed through as they are)
     scale: float = 1.0  # raw values are divided by this first (255 for uint8 pixels)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
@@ -36,7 +38,9 @@ class Preprocess:
     size: tuple[int, int] | None = None  # images: (H, W) every input is resized to
 
     def apply(self, x: Tensor) -> Tensor:
-        """Normalise a batch ``(B, C, ...)`` of raw examples to float32 model inputs."""
+        """Normalise a batch ``(B, C, ...)`` of raw examples to float32 model inputs (token ids pass through)."""
+        if self.kind == "tokens":
+            return x
         x = x.float()
         if self.scale != 1.0:
             x = x / self.scale
@@ -79,42 +83,56 @@ class Examples(Protocol):
 
 @dataclass
 class Split:
-    """Examples ``x`` (N, ...) and labels ``y`` (N,) int64, both on the CPU.
+    """Examples ``x`` (N, ...) and labels ``y`` (N,) int64 (None for unlabelled data, such as the
+    token stream of a language model), both on the CPU.
 
     ``x`` is a tensor, or :class:`Examples` decoded on access (too large to hold in memory).
     """
 
     x: Tensor | Examples
-    y: Tensor
+    y: Tensor | None = None
 
     def __post_init__(self) -> None:
-        if len(self.x) != len(self.y):
+        if self.y is not None and len(self.x) != len(self.y):
             raise LaminaError(
                 f"{len(self.x)} examples but {len(self.y)} labels: x and y must have the same length"
             )
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.x)
 
     def take(self, idx: Tensor) -> Split:
         # Only non-tensors use take: Tensor.take indexes the flattened tensor, which is not a subset.
         x = self.x[idx] if isinstance(self.x, Tensor) else self.x.take(idx)
-        return Split(x, self.y[idx])
+        return Split(x, None if self.y is None else self.y[idx])
+
+
+TASKS = ("classify", "language-model")
+MODALITIES = ("image", "signal", "vector", "text")
 
 
 @dataclass
 class Dataset:
-    """A labelled dataset: splits of raw tensors plus everything needed to use them."""
+    """A dataset: splits of raw tensors plus everything needed to use them, and what it is for.
+
+    ``task`` and ``modality`` are declared by the loader that read the data (``data.task``
+    overrides the task where the data allows another). ``codec`` is the text vocabulary
+    (:mod:`lamina.data.text`) for ``modality == "text"``.
+    """
 
     name: str
     classes: list[str]
     train: Split
     test: Split | None = None  # None: carved from train by :func:`build_dataset`
     val: Split | None = None
-    modality: str = "image"  # image | signal | vector
+    modality: str = "image"  # image | signal | vector | text
     preprocess: Preprocess = field(default_factory=Preprocess)
     flip: bool = False  # is a horizontal flip label-preserving for this data?
     source: str = ""  # where the examples were read from
+    task: str = "classify"  # classify | language-model
+    codec: Any = None  # text: the vocabulary (encode/decode), saved with the model
+    summary: str = ""  # what was detected, in a line ("text: 4.03 M characters, ...")
+    chars_per_token: float = 1.0  # text: characters per token of the validation tail (for bits per character)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -222,18 +240,24 @@ def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     from lamina.data import sources  # registers the built-ins and resolves paths
 
     ds = sources.load(cfg)
+    if ds.task != "classify":  # the task's own loader made its splits (e.g. a text's contiguous tail)
+        return ds
+    if ds.train.y is None:
+        raise LaminaError(f"{ds.name} has no labels, so it cannot be classified: set data.task=language-model")
     check_labels(ds.train.y, ds.num_classes, ds.name)
     if ds.test is None:
         ds.train, ds.test = stratified_split(ds.train, cfg.test_fraction, seed)
     if ds.val is None and cfg.val_fraction > 0:
         ds.train, ds.val = stratified_split(ds.train, cfg.val_fraction, seed + 1)
     for name, s in ds.splits().items():
+        if s.y is None:
+            raise LaminaError(f"{ds.name}: the {name} split has no labels")
         check_labels(s.y, ds.num_classes, f"{ds.name} ({name} split)")
         if tuple(s.x.shape[1:]) != ds.input_shape:
             raise LaminaError(f"{ds.name}: {name} examples have shape {tuple(s.x.shape[1:])}, train has {ds.input_shape}")
     if len(ds.train) == 0:
         raise LaminaError(f"{ds.name}: no training examples left after splitting; add data or lower data.val_fraction")
-    if ds.preprocess.mean == (0.0,) and ds.preprocess.std == (1.0,):
+    if ds.preprocess.kind != "tokens" and ds.preprocess.mean == (0.0,) and ds.preprocess.std == (1.0,):
         mean, std = channel_stats(ds.train.x, ds.preprocess.scale, seed=seed)
         ds.preprocess = replace(ds.preprocess, mean=mean, std=std)
     if cfg.flip is not None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -248,8 +249,48 @@ def mnist1d_status() -> str:
     return str(path) if path.is_file() else "generated locally on first use (pip install mnist1d)"
 
 
+@register_dataset("austen", "Jane Austen's six novels, 4.0 M characters: a character-level language model",
+                  fetch=lambda: _austen().fetch_austen())
+def load_austen(cfg: DataConfig) -> Dataset:
+    from lamina.data.text import language_model_dataset
+
+    austen = _austen()
+    texts = austen.read_austen()
+    # the six novels in a fixed order, a blank line between them; the tail (validation) is the end of Persuasion
+    return language_model_dataset("austen", "\n\n".join(texts.values()), cfg, source=str(austen.austen_dir()))
+
+
+@register_dataset("austen-novels", "which of Jane Austen's six novels a paragraph comes from: 9,840 paragraphs, "
+                  "6 classes", fetch=lambda: _austen().fetch_austen())
+def load_austen_novels(cfg: DataConfig) -> Dataset:
+    from lamina.data.text import classification_dataset
+
+    austen = _austen()
+    texts = austen.read_austen()
+    items = austen.paragraphs(texts)
+    labels = torch.tensor([novel for novel, _ in items])
+    # whole blocks of 50 neighbouring paragraphs go to test, so that no scene straddles train and test
+    train, test = austen.block_split(torch.bincount(labels, minlength=len(texts)).tolist(), test_fraction=0.2,
+                                     block=50, seed=0)
+    titles = [n.title for n in austen.NOVELS]
+
+    def pick(idx: torch.Tensor) -> tuple[list[str], list[str]]:
+        return [items[i][1] for i in idx.tolist()], [titles[items[i][0]] for i in idx.tolist()]
+
+    return classification_dataset("austen-novels", *pick(train), cfg, test=pick(test), source=str(austen.austen_dir()))
+
+
+def _austen() -> Any:
+    """lamina.data.austen, imported on use (it imports this module's cache_dir)."""
+    from lamina.data import austen
+
+    return austen
+
+
 STATUS: dict[str, Callable[[], str]] = {
     **{name: functools.partial(idx_status, name) for name in IDX_SETS},
     "digits": digits_status,
     "mnist1d": mnist1d_status,
+    "austen": lambda: _austen().austen_status(),
+    "austen-novels": lambda: _austen().austen_status(),
 }

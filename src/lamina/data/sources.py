@@ -1,4 +1,4 @@
-"""Resolve ``data.name``: a registered dataset, an image folder or an ``.npz`` file."""
+"""Resolve ``data.name``: a registered dataset, an image folder, an ``.npz`` file or text."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from lamina.config import DataConfig
 from lamina.data import builtin
 from lamina.data.base import DATASETS, Dataset
 from lamina.data.images import load_image_folder, load_npz
+from lamina.data.text import is_text_path, load_text_path
 from lamina.errors import LaminaError, did_you_mean
 
 
@@ -20,13 +21,16 @@ def load(cfg: DataConfig) -> Dataset:
     if name in DATASETS:
         return DATASETS.get(name).load(cfg)
     path = Path(name).expanduser()
+    if path.exists() and is_text_path(path):
+        return load_text_path(path, cfg)
     if path.is_dir():
         lazy = {"torch": True, "device": False}.get(cfg.loader)  # auto: lazy only when too large to decode
         return load_image_folder(path, cfg.image_size, lazy=lazy)
     if path.suffix.lower() == ".npz":
         return load_npz(path)
     if path.exists():
-        raise LaminaError(f"don't know how to load '{name}': give an image folder (one sub-folder per class) or a .npz file")
+        raise LaminaError(f"don't know how to load '{name}': give an image folder (one sub-folder per class), a .npz "
+                          "file, a .txt/.csv file or a folder of .txt files")
     if "/" in name or os.sep in name or path.suffix:
         raise LaminaError(f"path '{name}' does not exist; check the path")
     raise LaminaError(

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from lamina import __version__
-from lamina.api import Predictor, load
+from lamina.artifacts import Classifier as Predictor
+from lamina.artifacts import load
 from lamina.config import load_config
 from lamina.data.base import Dataset, Preprocess, Split, build_dataset
 from lamina.data.gpu_loader import make_loader
@@ -32,6 +33,7 @@ from lamina.inspection.features import eval_mode
 from lamina.inspection.filters import first_conv, first_layer_filters, top_activating
 from lamina.inspection.hooks import model_stages
 from lamina.inspection.probes import probe_stages
+from lamina.tasks.classify import class_log_probs
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")
 ATTRIBUTION_EXAMPLES = 8
@@ -51,6 +53,8 @@ def check_run(folder: Path) -> None:
 def _load(folder: Path, device: str) -> Predictor:
     check_run(folder)
     predictor = load(folder, device)
+    if getattr(predictor, "task", "classify") != "classify":
+        raise LaminaError(f"{folder} is a {predictor.task} run: lamina inspect describes classifiers so far")
     model_stages(predictor.model)
     return predictor
 
@@ -91,11 +95,7 @@ def _peak_rss_mb() -> float:
 
 def _probs(predictor: Predictor, x: Tensor) -> Tensor:
     """Class probabilities as the saved model predicts them (with test-time flips where it was trained so)."""
-    if getattr(predictor, "tta_flip", False) and x.dim() == 4:
-        from lamina.training.trainer import flip_tta_log_probs
-
-        return flip_tta_log_probs(predictor.model, x).exp()
-    return torch.softmax(predictor.model(x).float(), dim=1)
+    return class_log_probs(predictor.model, x, tta_flip=predictor.tta_flip).exp()
 
 
 @torch.no_grad()

@@ -7,6 +7,12 @@ A model is a list of named stages applied in order, then a head:
 ``forward_features`` is exactly that sequence, so a forward hook on a stage module sees the
 stage's output; probes, Grad-CAM and attacks rely on this and never special-case a model.
 ``arch`` is a JSON-able dict from which ``create_model(**arch)`` rebuilds the same network.
+
+Three class attributes say what a model eats and gives, so generic code (tests, probes, the run)
+needs no list of model names: ``input_kind`` ("values": float tensors (B, *input_shape);
+"tokens": int64 ids (B, T)), ``feature_layout`` ("channels": features (B, C, *S) or (B, D);
+"tokens": (B, T, C)) and ``output_kind`` ("logits": (B, K); "token_logits": (B, T, V)).
+``example_input`` makes a random batch of the right kind.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from lamina.errors import LaminaError
@@ -31,6 +38,11 @@ class Model(nn.Module):
     """
 
     name: ClassVar[str] = ""  # the registry name of the leaf class
+    # The create_model keywords the builder takes; any other one, when set, is a LaminaError.
+    hparams: ClassVar[tuple[str, ...]] = ("width", "depth", "act", "norm", "dropout")
+    input_kind: ClassVar[str] = "values"  # "values": float (B, *input_shape); "tokens": int64 ids (B, T)
+    feature_layout: ClassVar[str] = "channels"  # forward_features: (B, C, *S) or (B, D); "tokens": (B, T, C)
+    output_kind: ClassVar[str] = "logits"  # forward: (B, K); "token_logits": (B, T, V)
 
     input_shape: tuple[int, ...]
     num_classes: int
@@ -89,6 +101,15 @@ class Model(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits (B, K) for a batch (B, *input_shape)."""
         return self.forward_head(self.forward_features(x))
+
+    def example_input(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """A random batch of ``n`` inputs the model takes: here standard normal (n, *input_shape).
+
+        Args:
+            n: batch size.
+            generator: source of randomness (the default generator when ``None``).
+        """
+        return torch.randn(n, *self.input_shape, generator=generator)
 
     def num_params(self, trainable_only: bool = False) -> int:
         """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""

@@ -3,6 +3,9 @@
 Builders are registered by name in ``MODELS`` (the classes themselves: calling one with
 ``(input_shape, num_classes, **kwargs)`` builds the model). Tests iterate over
 ``MODELS.names()``, so a newly registered model is tested automatically.
+
+Each builder says which keywords it takes in its ``hparams``; a keyword it does not take is an
+error when set, and ignored when 0, ``""`` or ``None`` (the defaults of ``ModelConfig``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ from lamina.errors import LaminaError, did_you_mean
 from lamina.models.base import Model
 from lamina.models.cnn import CNN, ResNet
 from lamina.models.mlp import MLP
+from lamina.models.text import TextCNN, TextTransformer
+from lamina.models.transformer import GPT
 from lamina.registry import Registry
 
 MODELS: Registry[Callable[..., Model]] = Registry("model")
-for _cls in (MLP, CNN, ResNet):
+for _cls in (MLP, CNN, ResNet, GPT, TextCNN, TextTransformer):
     MODELS.register(_cls.name, _cls)
 
-# The keyword arguments every builder accepts (the fields of ModelConfig besides the name).
-MODEL_KWARGS: tuple[str, ...] = ("width", "depth", "act", "norm", "dropout")
+# The keyword arguments of create_model that come from ModelConfig (its fields besides the name);
+# each model takes the subset in its ``hparams``.
+MODEL_KWARGS: tuple[str, ...] = ("width", "depth", "act", "norm", "dropout", "heads", "positions")
+# Keyword arguments that come from the data instead: the vocabulary size of token-id models.
+DATA_KWARGS: tuple[str, ...] = ("vocab",)
 
 
 def auto_model_name(input_shape: Sequence[int]) -> str:
@@ -36,18 +44,20 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
         name: a name in ``MODELS`` or ``"auto"`` (chosen from the rank of ``input_shape``).
         input_shape: shape of one example, without the batch dimension.
         num_classes: number of logits, at least 2.
-        **kwargs: any of ``width``, ``depth``, ``act``, ``norm``, ``dropout``; 0, ``""`` or
-            ``None`` means the model's default.
+        **kwargs: any of ``MODEL_KWARGS`` (``width``, ``depth``, ``act``, ``norm``, ``dropout``,
+            ``heads``, ``positions``) or ``DATA_KWARGS`` (``vocab``) that the model takes (its
+            ``hparams``); 0, ``""`` or ``None`` means the model's default.
 
     >>> m = create_model("auto", (1, 28, 28), 10, width=8, depth=0)
     >>> m.arch["name"], m.arch["width"], m.arch["depth"]
     ('cnn', 8, 1)
     """
-    unknown = [k for k in kwargs if k not in MODEL_KWARGS]
+    valid = MODEL_KWARGS + DATA_KWARGS
+    unknown = [k for k in kwargs if k not in valid]
     if unknown:
         raise LaminaError(
-            f"unknown model argument '{unknown[0]}': {did_you_mean(unknown[0], MODEL_KWARGS)}",
-            hint="valid arguments: " + ", ".join(MODEL_KWARGS),
+            f"unknown model argument '{unknown[0]}': {did_you_mean(unknown[0], valid)}",
+            hint="valid arguments: " + ", ".join(valid),
         )
     if num_classes is None or int(num_classes) < 2:
         raise LaminaError(f"a classifier needs at least 2 classes, got num_classes={num_classes}")
@@ -59,6 +69,10 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
     given = {
         k: v for k, v in kwargs.items() if v is not None and not (isinstance(v, str | int | float) and not v)
     }
+    takes = getattr(builder, "hparams", Model.hparams)
+    for k in given:
+        if k not in takes:
+            raise LaminaError(f"model '{key}' takes no '{k}' (got {given[k]!r})", hint="it takes: " + ", ".join(takes))
     model = builder(shape, int(num_classes), **given)
     model.arch["name"] = key
     return model

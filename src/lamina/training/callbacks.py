@@ -1,8 +1,10 @@
 """Callbacks: everything that is not the loop itself listens to a handful of events.
 
 Events, in order: ``fit_start``, ``epoch_start``, ``batch_end`` (every step), ``epoch_end``,
-``fit_end``. A callback reads the trainer's state and may raise :class:`CancelFit` to stop
-training cleanly; it does not reach into the trainer to change it.
+``fit_end``. A callback reads the loop's state (:class:`lamina.training.loop.Loop`: the Trainer,
+or any other loop that has the same counters) and may raise :class:`CancelFit` to stop training
+cleanly; it does not reach into the loop to change it. Metrics are read by the names the task
+gives them (``loss`` always; ``accuracy``, ``bpc``... where the task has them).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lamina.training import checkpoint
 from lamina.utils.io import JsonLines
 
 if TYPE_CHECKING:
-    from lamina.training.trainer import Trainer
+    from lamina.training.loop import Loop as Trainer  # callbacks read only the loop protocol
 
 
 class CancelFit(Exception):
@@ -56,14 +58,14 @@ class ProgressBar(Callback):
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[speed]} samples/s"),
+            TextColumn("{task.fields[metrics]}  {task.fields[speed]} samples/s"),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            "train", total=trainer.total_steps, completed=trainer.step, epoch="-", loss="-", acc="-", speed="-"
+            "train", total=trainer.total_steps, completed=trainer.step, epoch="-", metrics="loss -", speed="-"
         )
         self._t0, self._s0 = time.perf_counter(), trainer.step
 
@@ -75,25 +77,30 @@ class ProgressBar(Callback):
         if now - self._last < 0.2:
             return
         self._last = now
-        loss, acc = trainer.running()
+        metrics = "  ".join(f"{_short(k)} {v:.3f}" for k, v in trainer.running().items())
         speed = (trainer.step - self._s0) * trainer.batch_size / max(now - self._t0, 1e-9)
-        self.progress.update(self.task, completed=trainer.step, loss=f"{loss:.3f}", acc=f"{acc:.3f}", speed=f"{speed:,.0f}")
+        self.progress.update(self.task, completed=trainer.step, metrics=metrics, speed=f"{speed:,.0f}")
 
     def epoch_end(self, trainer: Trainer) -> None:
         m = trainer.last_epoch
-        val = f"  val_loss {m['val_loss']:.4f}  val_acc {m['val_accuracy']:.4f}" if "val_loss" in m else ""
+        shown = "  ".join(f"{_short(k)} {v:.4f}" for k, v in m.items()
+                          if k.startswith(("train_", "val_")) and isinstance(v, int | float))
         self.progress.update(self.task, completed=trainer.step)
-        self.progress.console.print(
-            f"epoch {m['epoch']:>3}/{trainer.epochs}  train_loss {m['train_loss']:.4f}  "
-            f"train_acc {m['train_accuracy']:.4f}{val}  {m['seconds']:.1f}s"
-        )
+        self.progress.console.print(f"epoch {m['epoch']:>3}/{trainer.epochs}  {shown}  {m['seconds']:.1f}s")
 
     def fit_end(self, trainer: Trainer) -> None:
         self.progress.stop()
 
 
+def _short(name: str) -> str:
+    return name.replace("accuracy", "acc")
+
+
 class MetricsLogger(Callback):
-    """Appends one JSON object per logged step and per epoch to ``metrics.jsonl``."""
+    """Appends one JSON object per logged step and per epoch to ``metrics.jsonl``.
+
+    Both kinds number epochs from 1: a step record's ``epoch`` is the epoch it belongs to.
+    """
 
     order = 50
 
@@ -106,9 +113,8 @@ class MetricsLogger(Callback):
 
     def batch_end(self, trainer: Trainer) -> None:
         if trainer.step % self.every == 0:
-            loss, acc = trainer.running()
-            self.file.write({"kind": "step", "step": trainer.step, "epoch": trainer.epoch, "loss": loss,
-                             "accuracy": acc, "lr": trainer.lr, "time": trainer.elapsed})
+            self.file.write({"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, **trainer.running(),
+                             "lr": trainer.lr, "time": trainer.elapsed})
 
     def epoch_end(self, trainer: Trainer) -> None:
         self.file.write({"kind": "epoch", **trainer.last_epoch})
@@ -168,8 +174,8 @@ class Checkpoint(Callback):
     It saves at the end of every epoch, every ``every_steps`` steps and every ``every_minutes``
     minutes (0 turns either off), and, when ``handle_signals``, on SIGINT/SIGTERM: the signal only
     sets a flag, the current step finishes, a checkpoint is written and :class:`Interrupted` is
-    raised. A second Ctrl-C aborts at once. It also gives the NaN guard the newest checkpoint to
-    roll back to.
+    raised. A second Ctrl-C aborts at once. :meth:`newest_state` is what a NaN guard rolls back
+    to (the session hands it to the Trainer).
     """
 
     order = 80
@@ -197,12 +203,13 @@ class Checkpoint(Callback):
 
     def fit_start(self, trainer: Trainer) -> None:
         self._last_time = time.monotonic()
-        trainer.nan_guard.rollback_source = self.newest_state
         if self.folder.is_dir():  # half-written checkpoints of a process that was killed
             for stale in self.folder.glob(".*"):
                 shutil.rmtree(stale, ignore_errors=True)
         if self.handle_signals and threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(s) is signal.SIG_IGN:  # nohup, a background job: an ignored signal stays ignored
+                    continue
                 self._previous[s] = signal.signal(s, self._on_signal)
 
     def batch_end(self, trainer: Trainer) -> None:
@@ -246,9 +253,8 @@ class TensorBoard(Callback):
 
     def batch_end(self, trainer: Trainer) -> None:
         if trainer.step % self.every == 0:
-            loss, acc = trainer.running()
-            self.writer.add_scalar("step/loss", loss, trainer.step)
-            self.writer.add_scalar("step/accuracy", acc, trainer.step)
+            for key, value in trainer.running().items():
+                self.writer.add_scalar(f"step/{key}", value, trainer.step)
             self.writer.add_scalar("step/lr", trainer.lr, trainer.step)
 
     def epoch_end(self, trainer: Trainer) -> None:

@@ -1,8 +1,7 @@
-"""The Trainer: the loop, in one screen. Everything else is a callback or the engine."""
+"""The Trainer: the loop, in one screen. Everything else is a callback, the engine or the task."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -11,26 +10,25 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from lamina.errors import LaminaError
+from lamina.tasks.base import Sums, Task, add_sums, to_floats
 from lamina.training.callbacks import Callback, CancelFit
 from lamina.training.engine import Engine, rng_state, set_rng_state
-from lamina.training.metrics import ClassificationMetrics
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
+from lamina.training.nan_guard import NanGuard
 
 
 class Trainer:
-    """Fits a classifier. ``fit`` emits fit_start, epoch_start, batch_end, epoch_end, fit_end.
+    """Fits a model to a task. ``fit`` emits fit_start, epoch_start, batch_end, epoch_end, fit_end.
 
     Args:
-        model: the network (any ``nn.Module`` mapping inputs to logits).
+        model: the network (any ``nn.Module`` the task can call).
         engine: device/precision/compile (see :class:`Engine`).
         optimizer, scheduler: built for ``model``; the scheduler steps once per batch.
-        num_classes: for the metrics.
-        label_smoothing, grad_clip: the loss and the max global gradient norm (0: off).
+        task: the loss, the running metrics and the evaluation (see :class:`lamina.tasks.base.Task`).
+        grad_clip: the max global gradient norm (0: off).
         ema_decay: keep an exponential moving average of the weights and evaluate with it (0: off).
-        on_nan: what a non-finite loss or gradient does: stop | skip | rollback (see :class:`NanGuard`).
-        tta_flip: evaluate with test-time flips (see :func:`evaluate`).
+        on_nan: what a non-finite loss or gradient does: stop | skip | rollback | off (see :class:`NanGuard`).
+        rollback: returns the newest checkpoint's state for ``on_nan="rollback"`` (e.g. the
+            checkpoint callback's ``newest_state``).
         callbacks: progress, logging, early stopping, checkpoints...
     """
 
@@ -40,23 +38,19 @@ class Trainer:
         *,
         engine: Engine,
         optimizer: torch.optim.Optimizer,
-        num_classes: int,
+        task: Task,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        label_smoothing: float = 0.0,
         grad_clip: float = 0.0,
         ema_decay: float = 0.0,
         on_nan: str = "stop",
-        tta_flip: bool = False,
+        rollback: Callable[[], dict[str, Any] | None] | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.module = model.to(engine.device)  # the original module: state_dict, EMA, saving
         self.model = engine.setup(self.module)  # what is called: maybe compiled
-        self.engine, self.optimizer, self.scheduler = engine, optimizer, scheduler
-        self.num_classes = num_classes
-        self.loss_fn: LossFn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.engine, self.optimizer, self.scheduler, self.task = engine, optimizer, scheduler, task
         self.grad_clip = grad_clip
-        self.nan_guard = NanGuard(on_nan)
-        self.tta_flip = tta_flip
+        self.nan_guard = NanGuard(on_nan, rollback_source=rollback)
         self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.step = self.epoch = self.samples = 0
@@ -95,18 +89,12 @@ class Trainer:
         elif hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
         self.model.train()
-        sums = self._resume_sums or {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        self._sums: Sums = {k: v.to(self.engine.device) for k, v in (self._resume_sums or {}).items()}
         self._resume_sums = None
-        self._loss_sum = torch.tensor(float(sums["loss_sum"]), device=self.engine.device)
-        self._correct = torch.tensor(int(sums["correct"]), dtype=torch.long, device=self.engine.device)
-        self._seen = int(sums["seen"])
         self._t0 = time.perf_counter()
         try:
             for x, y in loader:
-                loss, correct = self.train_step(x, y)
-                self._loss_sum += loss * len(y)
-                self._correct += correct
-                self._seen += len(y)
+                add_sums(self._sums, self.train_step(x, y))
                 self.samples += len(y)
                 self.step += 1
                 self._emit("batch_end")
@@ -115,19 +103,19 @@ class Trainer:
             self.train_seconds += time.perf_counter() - self._t0
             self._t0 = None
 
-    def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One optimisation step; returns the (detached) mean loss and the number correct."""
+    def train_step(self, x: Tensor, y: Tensor) -> Sums:
+        """One optimisation step; returns what it adds to the running metrics (the task's sums)."""
         if self.nan_guard.policy == "skip":  # a skipped step must not leave NaN in BatchNorm statistics
             self.nan_guard.snapshot_buffers(self.module)
         with self.engine.autocast():
-            logits = self.model(x)
-        loss = self.loss_fn(logits.float(), y)
+            out = self.task.forward(self.model, x)
+        loss = self.task.loss(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.engine.backward(loss)
         if self.nan_guard.policy != "off" and not self.nan_guard.finite(loss, self.module):  # one host sync
             self.nan_guard.handle(self, loss, x)  # raises (stop/rollback) or returns to skip the update
             self.optimizer.zero_grad(set_to_none=True)
-            return torch.zeros((), device=loss.device), torch.zeros((), dtype=torch.long, device=loss.device)
+            return {}
         if self.grad_clip > 0:
             self.engine.clip_grad(self.module.parameters(), self.grad_clip, self.optimizer)
         self.engine.step(self.optimizer)
@@ -135,14 +123,12 @@ class Trainer:
             self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.module)
-        return loss.detach(), (logits.argmax(dim=1) == y).sum()
+        return self.task.sums(out, y, loss)
 
-    def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]], *, tta_flip: bool | None = None) -> dict[str, Any]:
-        """Loss, accuracy, per-class accuracy and confusion matrix (with the EMA weights if any);
-        ``tta_flip``: test-time flips (None: the trainer's setting)."""
+    def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, Any]:
+        """The task's metrics over ``loader`` (with the EMA weights if any)."""
         model = self.ema.module if self.ema is not None else self.model
-        tta = self.tta_flip if tta_flip is None else tta_flip
-        return evaluate(model, loader, engine=self.engine, num_classes=self.num_classes, tta_flip=tta)
+        return self.task.evaluate(model, loader, autocast=self.engine.autocast)
 
     # -- state read by callbacks -------------------------------------------------------------
     def _emit(self, event: str) -> None:
@@ -150,18 +136,17 @@ class Trainer:
             getattr(cb, event)(self)
 
     def _epoch_record(self, val: Iterable[tuple[Tensor, Tensor]] | None) -> dict[str, Any]:
-        loss, acc = self.running()
-        record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": loss, "train_accuracy": acc,
-                  "lr": self.lr, "seconds": self.train_seconds}
+        record: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step}
+        record |= {f"train_{k}": v for k, v in self.running().items()}
+        record |= {"lr": self.lr, "seconds": self.train_seconds}
         if val is not None:
-            m = self.evaluate(val)
-            record |= {"val_loss": m["loss"], "val_accuracy": m["accuracy"]}
+            record |= {f"val_{k}": v for k, v in self.task.scalars(self.evaluate(val)).items()}
         return record
 
-    def running(self) -> tuple[float, float]:
-        """Mean loss and accuracy of the current epoch so far (one host sync)."""
-        n = max(self._seen, 1)
-        return float(self._loss_sum) / n, float(self._correct) / n
+    def running(self) -> dict[str, float]:
+        """The task's metrics of the current epoch so far (``loss``, ...; one host sync)."""
+        sums = to_floats(self._sums) if getattr(self, "_sums", None) else {"count": 0.0, "loss_sum": 0.0}
+        return self.task.summarize(sums)
 
     @property
     def lr(self) -> float:
@@ -180,8 +165,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "counters": {"step": self.step, "epoch": self.epoch, "train_seconds": self.elapsed,
                          "samples": self.samples, "skipped_steps": self.nan_guard.skipped},
-            "epoch_sums": {"loss_sum": float(self._loss_sum), "correct": int(self._correct), "seen": self._seen}
-            if getattr(self, "_t0", None) else None,
+            "epoch_sums": dict(self._sums) if getattr(self, "_t0", None) else None,
             "rng": rng_state(),
         }
         if self.scheduler is not None:
@@ -220,135 +204,3 @@ class Trainer:
             self.engine.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
-
-
-def flip_tta_log_probs(model: nn.Module, x: Tensor) -> Tensor:
-    """Test-time flip augmentation: log of the mean of the class probabilities of the images ``x``
-    (B, C, H, W) and of their mirror images ``x.flip(-1)``, (B, K) in fp32.
-
-    Computed as ``logaddexp(log_softmax(a), log_softmax(b)) - log 2``: exact where a probability
-    underflows, and ``exp`` of it is the averaged softmax.
-    """
-    a = model(x).float().log_softmax(dim=1)
-    b = model(x.flip(-1)).float().log_softmax(dim=1)
-    return torch.logaddexp(a, b) - math.log(2.0)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, engine: Engine, num_classes: int,
-             tta_flip: bool = False) -> dict[str, Any]:
-    """Evaluate ``model`` on every batch of ``loader``: see :class:`ClassificationMetrics`.
-
-    With ``tta_flip`` an image batch (B, C, H, W) is scored by the mean of the softmax of ``x`` and of
-    ``x.flip(-1)`` (:func:`flip_tta_log_probs`; the loss is the NLL of that mean); other batches as they are.
-    """
-    was_training = model.training
-    model.eval()
-    metrics = ClassificationMetrics(num_classes, engine.device)
-    for x, y in loader:
-        with engine.autocast():
-            logits = flip_tta_log_probs(model, x) if tta_flip and x.dim() == 4 else model(x)
-        loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        metrics.update(logits, y, loss)
-    model.train(was_training)
-    return metrics.compute()
-
-
-class NonFiniteError(LaminaError):
-    """A NaN or inf in the loss or the gradients (``--on-nan stop``)."""
-
-
-class NanGuard:
-    """Catches a non-finite loss or gradient in the step it happens, before the weights change.
-
-    Policies: ``stop`` raises :class:`NonFiniteError` naming the step and the first parameter (in
-    depth order) whose gradient is non-finite; ``skip`` drops that update and goes on; ``rollback``
-    reloads the weights and optimizer of the newest checkpoint (the data goes on from where it is)
-    and stops after ``max_rollbacks``; ``off`` checks nothing (no per-step host sync).
-    """
-
-    POLICIES = ("stop", "skip", "rollback", "off")
-
-    def __init__(self, policy: str = "stop", max_rollbacks: int = 3) -> None:
-        if policy not in self.POLICIES:
-            raise LaminaError(f"unknown on_nan policy '{policy}': use one of {', '.join(self.POLICIES)}")
-        self.policy, self.max_rollbacks = policy, max_rollbacks
-        self.skipped = self.rollbacks = 0
-        self.rollback_source: Callable[[], dict[str, Any] | None] | None = None  # set by the checkpoint callback
-
-    @staticmethod
-    def finite(loss: Tensor, model: nn.Module) -> bool:
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        # the largest |gradient| (fused foreach kernels; NaN and inf propagate, large finite values don't overflow)
-        peak = torch.nn.utils.get_total_norm(grads, norm_type=math.inf) if grads else loss.new_zeros(())
-        return bool(torch.isfinite(loss).all() & torch.isfinite(peak))
-
-    def snapshot_buffers(self, model: nn.Module) -> None:
-        self._buffers = [b.detach().clone() for b in model.buffers()]
-
-    def restore_buffers(self, model: nn.Module) -> None:
-        with torch.no_grad():
-            for b, saved in zip(model.buffers(), self._buffers, strict=True):
-                b.copy_(saved)
-
-    @staticmethod
-    def first_bad_output(trainer: Trainer, x: Tensor) -> str | None:
-        """Re-run the forward pass with hooks and name the first module whose output is non-finite.
-
-        Buffers (BatchNorm statistics) and RNG states are restored afterwards, so diagnosing
-        changes nothing about the run.
-        """
-        model = trainer.module
-        buffers = {k: v.clone() for k, v in model.named_buffers()}
-        rng = rng_state()
-        found: list[str] = []
-
-        def check(name: str) -> Callable[..., None]:
-            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-                if not found and isinstance(output, Tensor) and not torch.isfinite(output).all():
-                    found.append(name)
-            return hook
-
-        hooks = [m.register_forward_hook(check(name)) for name, m in model.named_modules() if name]
-        try:
-            with torch.no_grad(), trainer.engine.autocast():
-                model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-            with torch.no_grad():
-                for k, v in model.named_buffers():
-                    v.copy_(buffers[k])
-            set_rng_state(rng)
-        return found[0] if found else None
-
-    @staticmethod
-    def first_bad_gradient(model: nn.Module) -> str | None:
-        """The deepest parameter with a non-finite gradient: the first one backward reached."""
-        for name, p in reversed(list(model.named_parameters())):
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                return name
-        return None
-
-    def handle(self, trainer: Trainer, loss: Tensor, x: Tensor) -> None:
-        step = trainer.step + 1
-        value = float(loss.detach())
-        layer = self.first_bad_output(trainer, x) if not torch.isfinite(loss.detach()) else None
-        if layer is not None:
-            where = f"non-finite loss ({value:g}) at step {step}: the first non-finite output is layer '{layer}'"
-        else:
-            where = (f"non-finite gradient at step {step} (loss {value:g}): the first non-finite gradient is "
-                     f"'{self.first_bad_gradient(trainer.module)}'")
-        if self.policy == "skip":
-            self.skipped += 1
-            self.restore_buffers(trainer.module)
-            return
-        if self.policy == "rollback" and self.rollbacks < self.max_rollbacks:
-            state = self.rollback_source() if self.rollback_source else None
-            if state is not None:
-                self.rollbacks += 1
-                trainer.load_weights(state)
-                return
-            where += "; no checkpoint to roll back to"
-        raise NonFiniteError(f"{where}; the last good checkpoint is kept (lower train.lr, set train.grad_clip, "
-                             "or use --on-nan skip|rollback)")

@@ -1,0 +1,319 @@
+"""One run assembled from a config: data, task, model, engine, callbacks, Trainer; shared by
+``train`` and ``resume``. Also the config resolution (defaults < recipe < file < arguments)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+
+from lamina import __version__
+from lamina.artifacts import save_model
+from lamina.config import RunConfig, apply_overrides, from_dict, load_config, save_config, to_dict
+from lamina.data.base import TASKS as DATA_TASKS
+from lamina.data.base import Dataset, build_dataset
+from lamina.errors import LaminaError
+from lamina.tasks import TASKS
+from lamina.tasks.base import Task
+from lamina.training import callbacks as cb
+from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
+from lamina.training.nan_guard import NanGuard
+from lamina.training.optim import create_optimizer, default_lr
+from lamina.training.schedules import create_scheduler
+from lamina.training.trainer import Trainer
+from lamina.utils.io import atomic_write_bytes, default_run_dir, write_json
+
+# The keyword arguments of ``lamina.train`` that are config keys: the CLI's short names.
+SHORT_KEYS = {"model": "model.name", "epochs": "train.epochs", "batch_size": "data.batch_size", "lr": "train.lr",
+              "seed": "train.seed", "device": "train.device", "out": "out", "checkpoint_every": "train.checkpoint_every",
+              "checkpoint_minutes": "train.checkpoint_minutes", "on_nan": "train.on_nan",
+              "deterministic": "train.deterministic", "tensorboard": "train.tensorboard", "task": "data.task"}
+
+
+def resolve_config(
+    data: str | None = None,
+    *,
+    config: RunConfig | str | Path | None = None,
+    recipe: str | None = None,
+    overrides: str | Sequence[str] = (),
+    **kw: Any,
+) -> RunConfig:
+    """Defaults < recipe < config file < keyword arguments < ``a.b=c`` overrides.
+
+    Keyword arguments are the CLI's names (see :data:`SHORT_KEYS`, e.g. ``model="mlp", epochs=3``).
+    ``recipe`` names one of :func:`lamina.recipes.names` (e.g. ``"fast"``); its ``cuda:`` section
+    applies when the device the rest resolves to is a CUDA GPU. Under a recipe, a ``RunConfig``
+    passed as ``config`` overrides the recipe only where it differs from the defaults. ``overrides``
+    is a list of ``"a.b=c"`` strings, or one string of them separated by spaces.
+    """
+    if isinstance(overrides, str):
+        overrides = overrides.split()
+    items = [] if data is None else [f"data.name={json.dumps(str(data))}"]
+    for k, v in kw.items():
+        if k not in SHORT_KEYS:
+            raise LaminaError(f"unknown argument '{k}': use one of {', '.join(SHORT_KEYS)} or overrides=['a.b=c']")
+        if v is not None:
+            items.append(f"{SHORT_KEYS[k]}={json.dumps(v) if isinstance(v, str) else v}")
+    if recipe is None:
+        cfg = config if isinstance(config, RunConfig) else load_config(config) if config else RunConfig()
+        return apply_overrides(cfg, [*items, *overrides])
+    from lamina import recipes
+
+    explicit = _explicit_config(config)
+
+    def build(device: str | None) -> RunConfig:
+        return apply_overrides(from_dict(recipes.merge(recipes.recipe_dict(recipe, device), explicit)),
+                               [*items, *overrides])
+
+    return build(build(None).train.device)  # the device decides whether the recipe's cuda overlay applies
+
+
+def _explicit_config(config: RunConfig | str | Path | None) -> dict[str, Any]:
+    """What a config (file or object) sets explicitly: a file's own keys; a RunConfig's non-defaults."""
+    if config is None:
+        return {}
+    if isinstance(config, RunConfig):
+        return _changed(to_dict(config), to_dict(RunConfig()))
+    load_config(config)  # checks the file and its keys, with lamina's one-line errors
+    data = yaml.safe_load(Path(config).read_text())
+    # An empty section (``train:``) sets nothing: it must not reset the recipe's section to the defaults.
+    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else {}
+
+
+def _changed(d: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            sub = _changed(v, default[k])
+            if sub:
+                out[k] = sub
+        elif v != default[k]:
+            out[k] = v
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check every name and range in ``cfg`` before any data is loaded (fail fast, one line)."""
+    from lamina.models import MODELS
+    from lamina.training.optim import OPTIMIZERS
+    from lamina.training.schedules import SCHEDULES
+
+    if cfg.model.name != "auto":
+        MODELS.get(cfg.model.name)
+    OPTIMIZERS.get(cfg.train.optimizer)
+    SCHEDULES.get(cfg.train.schedule)
+    resolve_device(cfg.train.device)
+    NanGuard(cfg.train.on_nan)  # checks the policy name
+    if cfg.data.loader not in ("auto", "device", "torch"):
+        raise LaminaError(f"unknown data.loader '{cfg.data.loader}': use auto, device or torch")
+    if cfg.data.task not in ("auto", *DATA_TASKS):
+        raise LaminaError(f"unknown data.task '{cfg.data.task}': use auto, {', '.join(DATA_TASKS)}")
+    if cfg.data.vocab not in ("char", "byte", "bpe"):
+        raise LaminaError(f"unknown data.vocab '{cfg.data.vocab}': use char, byte or bpe")
+    checks = [
+        (cfg.train.epochs >= 1, "train.epochs must be at least 1"),
+        (cfg.train.gradient_flow_every >= 0, "train.gradient_flow_every is a number of steps, 0 (off) or more"),
+        (cfg.data.batch_size >= 0, "data.batch_size must be positive (0: automatic)"),
+        (cfg.data.context >= 0, "data.context is a number of tokens, 0 (the model's default) or more"),
+        (cfg.train.lr is None or cfg.train.lr > 0, "train.lr must be positive"),
+        (0 <= cfg.train.warmup < 1, "train.warmup is a fraction of all steps: use a value in [0, 1)"),
+        (0 <= cfg.train.label_smoothing < 1, "train.label_smoothing must lie in [0, 1)"),
+        (0 <= cfg.train.ema < 1, "train.ema is a decay: use 0 (off) or a value like 0.999"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must lie in [0, 1)"),
+        (0 < cfg.data.test_fraction < 1, "data.test_fraction must lie in (0, 1)"),
+        (cfg.data.translate >= 0 and cfg.data.cutout >= 0, "data.translate and data.cutout are pixels, 0 or more"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise LaminaError(message)
+
+
+def auto_batch_size(n_train: int) -> int:
+    """256, or for small datasets the largest power of two giving at least ~32 steps an epoch (min 16)."""
+    b = 256
+    while b > 16 and n_train / b < 32:
+        b //= 2
+    return b
+
+
+def with_task_defaults(cfg: RunConfig, defaults: dict[str, dict[str, Any]]) -> RunConfig:
+    """``cfg`` with the task's ``defaults`` wherever ``cfg`` holds lamina's default value (so a
+    value the user set, or a recipe's, is kept)."""
+    base, current = to_dict(RunConfig()), to_dict(cfg)
+    for section, values in defaults.items():
+        for key, value in values.items():
+            if current[section][key] == base[section][key]:
+                current[section][key] = value
+    return from_dict(current)
+
+
+def build_task(ds: Dataset, cfg: RunConfig) -> Task:
+    """The task the data declares (``Dataset.task``), configured from ``cfg``."""
+    return TASKS.get(ds.task).from_data(ds, cfg)
+
+
+def resolve_run(cfg: RunConfig, ds: Dataset, model_name: str, task: Task) -> RunConfig:
+    """Fill in what ``auto``/0/None left open (model name, batch size, lr, run folder, task): the
+    result is what config.yaml records, so resuming or repeating the run resolves nothing again."""
+    batch_size = cfg.data.batch_size or getattr(task, "default_batch_size", 0) or auto_batch_size(len(ds.train))
+    lr = cfg.train.lr if cfg.train.lr is not None else default_lr(cfg.train.optimizer, batch_size)
+    out = cfg.out or str(default_run_dir(cfg.data.name, model_name))
+    return replace(cfg, model=replace(cfg.model, name=model_name),
+                   data=replace(cfg.data, batch_size=batch_size, task=ds.task),
+                   train=replace(cfg.train, lr=lr), out=out)
+
+
+class Session:
+    """Everything one training run needs, built from a config: shared by train and resume.
+
+    Args:
+        cfg: the run's config (resolved here where it says ``auto``).
+        console: where progress and messages go.
+        quiet: no progress bar.
+        resuming: the run folder exists and will be continued (it is not prepared again).
+        extra: more callbacks.
+    """
+
+    def __init__(self, cfg: RunConfig, console: Console, *, quiet: bool, resuming: bool = False,
+                 extra: Sequence[cb.Callback] = ()) -> None:
+        self.t_start = time.perf_counter()
+        self.console = console
+        if cfg.train.deterministic:
+            enable_determinism()
+        seed_everything(cfg.train.seed)
+        self.ds = ds = build_dataset(cfg.data, seed=cfg.train.seed)
+        cfg = with_task_defaults(cfg, TASKS.get(ds.task).defaults)
+        self.task = task = build_task(ds, cfg)
+        channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else ds.modality == "image"
+        self.engine = engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last,
+                                             cfg.train.threads)
+        self.model = model = task.build_model(cfg.model, ds)
+        cfg = resolve_run(cfg, ds, model.arch["name"], task)
+        self.cfg, self.out = cfg, Path(cfg.out)
+        if not resuming:
+            _prepare_out(self.out)
+            # without its folder: `lamina train --config RUN/config.yaml` repeats the run into a new one
+            save_config(replace(cfg, out=""), self.out / "config.yaml")
+        self.loaders = task.loaders(ds, cfg.data, device=engine.device, seed=cfg.train.seed,
+                                    channels_last=engine.channels_last)
+        t = cfg.train
+        optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
+                                     weight_decay=t.weight_decay, momentum=t.momentum)
+        scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
+                                     warmup_fraction=t.warmup)
+        saved = to_dict(replace(cfg, out=""))  # a checkpoint's config, like config.yaml, repeats into a new folder
+        ckpt = cb.Checkpoint(self.out / "checkpoints", saved, keep=t.keep_checkpoints,
+                             every_steps=t.checkpoint_every, every_minutes=t.checkpoint_minutes)
+        callbacks: list[cb.Callback] = [cb.MetricsLogger(self.out / "metrics.jsonl"), ckpt, *extra]
+        if not quiet:
+            callbacks.append(cb.ProgressBar(console))
+        if t.early_stopping > 0:
+            callbacks.append(cb.EarlyStopping(t.early_stopping))
+        if t.max_minutes > 0:
+            callbacks.append(cb.TimeLimit(t.max_minutes * 60))
+        if t.gradient_flow_every > 0:
+            from lamina.inspection.gradients import GradientFlow
+
+            callbacks.append(GradientFlow(self.out / "inspection" / "gradients.jsonl", every=t.gradient_flow_every))
+        if t.tensorboard:
+            callbacks.append(cb.TensorBoard(self.out / "tensorboard"))
+        callbacks += task.callbacks(self.out)
+        self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler, task=task,
+                               grad_clip=t.grad_clip, ema_decay=t.ema, on_nan=t.on_nan, rollback=ckpt.newest_state,
+                               callbacks=callbacks)
+
+    def describe(self) -> str:
+        ds, cfg = self.ds, self.cfg
+        what = getattr(ds, "summary", "") or f"{len(ds.train):,} train examples"
+        return (f"[bold]lamina[/] {self.task.name}: {cfg.model.name} ({self.model.num_params():,} parameters) on "
+                f"{ds.name} ({what}) for {cfg.train.epochs} epochs on {self.engine.device} "
+                f"[{self.engine.precision}]  -> {self.out}")
+
+    def run(self) -> dict[str, Any]:
+        """Train, evaluate the final model as ``load`` will run it, save it, write ``summary.json``."""
+        cfg, ds, trainer, engine, out = self.cfg, self.ds, self.trainer, self.engine, self.out
+        self.console.print(self.describe())
+        seconds_before = trainer.train_seconds  # a resumed run's earlier training time
+        trainer.fit(self.loaders["train"], self.loaders.get("val"), epochs=cfg.train.epochs)
+        if trainer.stop_reason:
+            self.console.print(f"stopped early: {trainer.stop_reason}")
+        final = trainer.ema.module if trainer.ema is not None else trainer.module
+        # The reported metrics are those of the saved model as `load` runs it: fp32, not compiled.
+        metrics = self.task.final_metrics(final, self.loaders)
+        save_model(final, out, ds, self.task)
+        summary = {
+            "task": self.task.name, **metrics,
+            "train_seconds": trainer.train_seconds,
+            "total_seconds": seconds_before + time.perf_counter() - self.t_start,
+            "epochs": trainer.epoch, "steps": trainer.step, "skipped_steps": trainer.nan_guard.skipped,
+            "stop_reason": trainer.stop_reason, "params": self.model.num_params(), "model": cfg.model.name,
+            "dataset": ds.name, "train_examples": len(ds.train),
+            "device": _device_name(engine.device), "precision": engine.precision,
+            "torch": torch.__version__, "python": platform.python_version(), "seed": cfg.train.seed,
+            "lamina": __version__,
+        }
+        write_json(out / "summary.json", summary)
+        return summary
+
+
+def evaluate_run(folder: Path, *, split: str = "test", device: str = "cpu") -> dict[str, Any]:
+    """Re-evaluate a finished run's saved model on a split of its data, rebuilt from config.yaml."""
+    from lamina.artifacts import load
+
+    predictor = load(folder, device)
+    cfg = load_config(folder / "config.yaml")
+    ds = build_dataset(cfg.data, seed=cfg.train.seed)
+    splits = ds.splits()
+    if split not in splits:
+        raise LaminaError(f"split '{split}' does not exist for {ds.name}: choose one of {', '.join(splits)}")
+    if hasattr(predictor, "preprocess"):
+        ds.preprocess = predictor.preprocess  # evaluate exactly as the saved model predicts
+    task = build_task(ds, cfg)  # the run's own config: the same test-time flips as in training
+    loader = task.eval_loader(splits[split], ds, cfg.data, device=predictor.device)
+    m = task.evaluate(predictor.model, _progress(loader, f"evaluating {folder} on {split}"))
+    scalars = task.scalars(m)
+    out: dict[str, Any] = {"split": split, **scalars, "examples": m.get("examples", m.get("tokens", 0))}
+    if "per_class_accuracy" in m:
+        out["per_class_accuracy"] = dict(zip(ds.classes, m["per_class_accuracy"], strict=True))
+        out["confusion"] = m["confusion"]
+    return out
+
+
+def _progress(loader: Any, what: str) -> Any:
+    """``loader``'s batches, with a transient progress bar on a terminal."""
+    from rich.progress import track
+
+    return track(loader, description=what, total=len(loader), transient=True, console=Console(stderr=True))
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise LaminaError(f"--out {out} exists and is not a folder: choose another --out")
+    if (out / "summary.json").exists() or (out / "metrics.jsonl").exists():
+        raise LaminaError(f"run folder {out} already holds a run: choose another --out or delete it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LaminaError(f"cannot create run folder {out}: {e.strerror}") from None
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,186 @@
+"""Classification: cross-entropy on logits (B, K), accuracy as the headline, a confusion matrix."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from lamina.config import DataConfig, ModelConfig, RunConfig
+from lamina.data.augment import Augment
+from lamina.data.base import Dataset, Split
+from lamina.data.gpu_loader import make_loader
+from lamina.models import Model, create_model
+from lamina.tasks.base import Batch, Sums, Task
+
+
+class Classify(Task):
+    """One label per example.
+
+    Args:
+        num_classes: the number of classes (logits per example).
+        label_smoothing: of the training loss (evaluation uses the plain cross-entropy).
+        tta_flip: evaluate with test-time flips (:func:`flip_tta_log_probs`); only for images.
+        classes: the class names, recorded in ``model.json``.
+    """
+
+    name: ClassVar[str] = "classify"
+    headline: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, tta_flip: bool = False,
+                 classes: list[str] | None = None) -> None:
+        self.num_classes, self.tta_flip = int(num_classes), tta_flip
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(self.num_classes)]
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return self.loss_fn(outputs.float(), targets)
+
+    def sums(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> Sums:
+        n = len(targets)
+        return {"count": torch.tensor(n, device=outputs.device), "loss_sum": loss.detach() * n,
+                "correct": (outputs.argmax(dim=1) == targets).sum()}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        n = max(sums["count"], 1)
+        return {"loss": sums["loss_sum"] / n, "accuracy": sums.get("correct", 0.0) / n}
+
+    def evaluate(self, model: nn.Module, loader: Iterable[Batch], *,
+                 autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+                 ) -> dict[str, Any]:
+        return evaluate(model, loader, num_classes=self.num_classes, tta_flip=self.tta_flip, autocast=autocast)
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "classes": list(self.classes), "tta_flip": bool(self.tta_flip)}
+
+    # -- what a run of this task is made of ------------------------------------------------------
+    @classmethod
+    def from_data(cls, ds: Dataset, cfg: RunConfig) -> Classify:
+        # Test-time flips only where a mirror image keeps the label (the dataset's flip, or data.flip).
+        tta = bool(cfg.train.tta_flip and ds.flip and ds.modality == "image")
+        return cls(ds.num_classes, label_smoothing=cfg.train.label_smoothing, tta_flip=tta, classes=ds.classes)
+
+    def build_model(self, m: ModelConfig, ds: Dataset) -> Model:
+        kw: dict[str, Any] = dict(width=m.width, depth=m.depth, act=m.act, norm=m.norm, dropout=m.dropout,
+                                  heads=m.heads, positions=m.positions)
+        if ds.codec is not None:  # token ids in: the model embeds them
+            kw["vocab"] = ds.codec.size
+        name = m.name
+        if name == "auto" and ds.modality == "text":
+            name = "textcnn"
+        # 0 / "" mean the model's default: leave them out, so models without heads or positions accept the rest
+        return create_model(name, ds.input_shape, ds.num_classes, **{k: v for k, v in kw.items() if v or k == "act"})
+
+    def loaders(self, ds: Dataset, d: DataConfig, *, device: torch.device, seed: int,
+                channels_last: bool) -> dict[str, Any]:
+        """Training batches shuffled and augmented (images only: the data declares its modality);
+        evaluation batches of at least 1,024 examples, in order."""
+        augment = Augment(translate=d.translate, flip=ds.flip, cutout=d.cutout) if ds.modality == "image" else None
+        loaders: dict[str, Any] = {
+            "train": make_loader(ds.train, kind=d.loader, batch_size=d.batch_size, device=device,
+                                 preprocess=ds.preprocess, train=True, augment=augment, seed=seed,
+                                 channels_last=channels_last, workers=d.workers)}
+        for name, split in ds.splits().items():
+            if name != "train":
+                loaders[name] = self.eval_loader(split, ds, d, device=device, channels_last=channels_last)
+        return loaders
+
+    def eval_loader(self, split: Split, ds: Dataset, d: DataConfig, *, device: torch.device,
+                    channels_last: bool = False) -> Any:
+        return make_loader(split, kind=d.loader, batch_size=max(d.batch_size, 1024), device=device,
+                           preprocess=ds.preprocess, train=False, channels_last=channels_last, workers=d.workers)
+
+    def final_metrics(self, model: nn.Module, loaders: dict[str, Any], *,
+                      autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+                      ) -> dict[str, Any]:
+        """The run's ``summary.json`` metrics: the test split's accuracy first (the headline)."""
+        m = self.evaluate(model, loaders["test"], autocast=autocast)
+        return {"test_accuracy": m["accuracy"], "test_loss": m["loss"],
+                "per_class_accuracy": dict(zip(self.classes, m["per_class_accuracy"], strict=True)),
+                "confusion": m["confusion"], "test_examples": m["examples"], "tta_flip": self.tta_flip}
+
+
+class ClassificationMetrics:
+    """Sum of losses and a confusion matrix, updated per batch without host syncs.
+
+    ``confusion[i, j]`` counts examples of true class ``i`` predicted as ``j``.
+    """
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
+        self.num_classes = num_classes
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def update(self, logits: Tensor, targets: Tensor, loss_sum: Tensor) -> None:
+        """``loss_sum``: the batch's summed (not mean) loss."""
+        pred = logits.argmax(dim=1)
+        k = self.num_classes
+        self.confusion += torch.bincount(targets * k + pred, minlength=k * k).view(k, k)
+        self.loss_sum += loss_sum.detach().double()
+
+    def compute(self) -> dict[str, Any]:
+        cm = self.confusion.cpu()
+        n = int(cm.sum())
+        per_class = (cm.diag().double() / cm.sum(1).clamp_min(1).double()).tolist()
+        return {
+            "loss": float(self.loss_sum) / max(n, 1),
+            "accuracy": float(cm.diag().sum()) / max(n, 1),
+            "per_class_accuracy": per_class,
+            "confusion": cm.tolist(),
+            "examples": n,
+        }
+
+
+def flip_tta_log_probs(model: nn.Module, x: Tensor) -> Tensor:
+    """Test-time flip augmentation: log of the mean of the class probabilities of the images ``x``
+    (B, C, H, W) and of their mirror images ``x.flip(-1)``, (B, K) in fp32.
+
+    Computed as ``logaddexp(log_softmax(a), log_softmax(b)) - log 2``: exact where a probability
+    underflows, and ``exp`` of it is the averaged softmax.
+    """
+    a = model(x).float().log_softmax(dim=1)
+    b = model(x.flip(-1)).float().log_softmax(dim=1)
+    return torch.logaddexp(a, b) - math.log(2.0)
+
+
+def class_log_probs(model: nn.Module, x: Tensor, *, tta_flip: bool = False) -> Tensor:
+    """Log class probabilities (B, K) in fp32, averaged over mirror images with ``tta_flip``.
+
+    ``tta_flip`` is the run's declared setting (images whose label a mirror image keeps), never
+    inferred from the batch's rank.
+    """
+    if tta_flip:
+        return flip_tta_log_probs(model, x)
+    return model(x).float().log_softmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[Batch], *, num_classes: int, tta_flip: bool = False,
+             engine: Any = None,
+             autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+             ) -> dict[str, Any]:
+    """Evaluate ``model`` on every batch of ``loader``: see :class:`ClassificationMetrics`.
+
+    With ``tta_flip`` an image batch is scored by the mean of the softmax of ``x`` and of
+    ``x.flip(-1)`` (:func:`flip_tta_log_probs`; the loss is the NLL of that mean). ``engine``
+    (an :class:`lamina.training.engine.Engine`), when given, supplies the autocast.
+    """
+    if engine is not None:
+        autocast = engine.autocast
+    was_training = model.training
+    model.eval()
+    metrics: ClassificationMetrics | None = None
+    for x, y in loader:
+        if metrics is None:
+            metrics = ClassificationMetrics(num_classes, x.device)
+        with autocast():
+            logits = flip_tta_log_probs(model, x) if tta_flip else model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        metrics.update(logits, y, loss)
+    model.train(was_training)
+    return (metrics or ClassificationMetrics(num_classes)).compute()

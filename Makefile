@@ -25,7 +25,7 @@ data: install
 	else $(VENV)/bin/lamina data fetch fashion-mnist; fi
 
 demo: data
-	$(VENV)/bin/lamina train fashion-mnist --config configs/demo.yaml --report
+	$(VENV)/bin/lamina train fashion-mnist --recipe demo --report
 
 test: install
 	$(PY) -m pytest -q

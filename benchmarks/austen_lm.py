@@ -62,13 +62,25 @@ class Curve(Callback):
                             "val_bpc": m["val_loss"] / LN2})
 
 
+def steps_per_second(text_file: Path, out: Path, seed: int, steps: int = 60) -> float:
+    """lamina's training speed on this machine now, from a short run of the same model (not counted)."""
+    run = lamina.train(str(text_file), out=str(out), quiet=True, seed=seed, console=Console(quiet=True),
+                       overrides=[*LAMINA, f"data.steps_per_epoch={steps}", "train.epochs=1"])
+    return steps / run.summary["train_seconds"]
+
+
 def race_lamina(text_file: Path, out: Path, *, minutes: float, steps_per_epoch: int, seed: int) -> dict[str, Any]:
+    """Train for about ``minutes``: the number of epochs (and so the cosine schedule) is sized from the
+    measured speed, and a time limit 10 % above ``minutes`` stops a run that turns out slower."""
+    speed = steps_per_second(text_file, out.with_name(out.name + "-calibration"), seed)
+    epochs = max(1, int(minutes * 60 * speed / steps_per_epoch))
     curve = Curve()
-    epochs = 10_000  # the time limit ends the run; the cosine schedule is stretched over `minutes`
     run = lamina.train(str(text_file), out=str(out), quiet=True, seed=seed, callbacks=[curve],
-                       overrides=[*LAMINA, f"data.steps_per_epoch={steps_per_epoch}", f"train.max_minutes={minutes}",
-                                  f"train.epochs={epochs}"], console=Console(quiet=True))
-    return {"curve": curve.points, "summary": run.summary, "config": LAMINA}
+                       overrides=[*LAMINA, f"data.steps_per_epoch={steps_per_epoch}",
+                                  f"train.max_minutes={minutes * 1.1}", f"train.epochs={epochs}"],
+                       console=Console(quiet=True))
+    return {"curve": curve.points, "summary": run.summary, "config": LAMINA, "epochs": epochs,
+            "calibrated_steps_per_second": speed}
 
 
 def seconds_to(curve: list[dict[str, float]], loss: float) -> float | None:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, environment, mean_std, result_path, write
+from common import environment, mean_std, result_path, write
 
 import lamina
 from lamina.training import checkpoint
@@ -48,16 +48,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=4)
     a = p.parse_args()
-    demo = str(ROOT / "configs" / "demo.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         grab = Grab(tmp / "ck", at=20, repeats=20)
-        lamina.train(config=demo, out=str(tmp / "grab"), quiet=True, callbacks=[grab])
+        lamina.train("fashion-mnist", recipe="demo", out=str(tmp / "grab"), quiet=True, callbacks=[grab])
         base, every = [], []
         for r in range(a.repeats):  # interleaved A B, B A, A B ...: neither always runs first
             order = ((0, base), (200, every)) if r % 2 == 0 else ((200, every), (0, base))
             for ckpt, into in order:
-                run = lamina.train(config=demo, epochs=a.epochs, out=str(tmp / f"r{r}-{ckpt}"), quiet=True,
+                run = lamina.train("fashion-mnist", recipe="demo", epochs=a.epochs, out=str(tmp / f"r{r}-{ckpt}"), quiet=True,
                                    overrides=[f"train.checkpoint_every={ckpt}"])
                 into.append(run.summary["train_seconds"])
                 print(f"checkpoint_every={ckpt}: {into[-1]:.1f}s", flush=True)

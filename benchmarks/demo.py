@@ -1,6 +1,6 @@
 """The README's `make demo` and `lamina train digits` numbers, measured as a user runs them.
 
-Each seed runs the real command line (`lamina train ... --config configs/demo.yaml`) in a fresh
+Each seed runs the real command line (`lamina train ... --recipe demo`) in a fresh
 process and times the whole command; training time and accuracy come from the run's summary.json.
 
     python benchmarks/demo.py --seeds 3                # writes benchmarks/results/demo_cpu.json
@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     a = p.parse_args()
     cases = {
-        "demo_fashion_mnist": ["train", "fashion-mnist", "--config", "configs/demo.yaml", "--device", a.device],
+        "demo_fashion_mnist": ["train", "fashion-mnist", "--recipe", "demo", "--device", a.device],
         "digits_default": ["train", "digits", "--device", a.device],
     }
     results = {}

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, environment, result_path, write
+from common import environment, result_path, write
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "demo"
-        summary = lamina.train(config=str(ROOT / "configs" / "demo.yaml"), out=str(run), quiet=True).summary
+        summary = lamina.train("fashion-mnist", recipe="demo", out=str(run), quiet=True).summary
         t0 = time.perf_counter()
         inspect_run(run)
         t1 = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +20,6 @@ from lamina.errors import LaminaError
 from lamina.session import resolve_config, validate
 from lamina.tasks.classify import evaluate, flip_tta_log_probs
 from lamina.training.engine import Engine
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- recipes ---------------------------------------------------------------------------------------
@@ -41,12 +38,6 @@ def test_every_numeric_hyperparameter_carries_a_unit_comment(name):
         m = re.match(r"\s*(\w+):\s*([-+0-9.e]+)\s*(#.*)?$", line)
         if m:
             assert m.group(3), f"{name}.yaml: '{line.strip()}' has no comment with its unit"
-
-
-def test_demo_recipe_is_configs_demo_yaml():
-    for device in ("cpu", "cuda"):
-        assert resolve_config(recipe="demo", device=device) == resolve_config(config=ROOT / "configs" / "demo.yaml",
-                                                                               device=device)
 
 
 def test_precedence_recipe_then_config_file_then_keywords_then_overrides(tmp_path):
@@ -94,7 +85,7 @@ def test_unknown_recipe_is_an_error_with_a_suggestion(capsys):
     with pytest.raises(LaminaError, match="unknown recipe 'fsat': did you mean 'fast'"):
         resolve_config("digits", recipe="fsat")
     with pytest.raises(LaminaError, match="unknown recipe"):
-        recipes.read("../configs/demo")
+        recipes.read("../recipes/demo")
     assert main(["train", "digits", "--recipe", "fastest"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown recipe 'fastest'") and "\n" not in err

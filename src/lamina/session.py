@@ -144,11 +144,17 @@ def auto_batch_size(n_train: int) -> int:
     return b
 
 
-def with_task_defaults(cfg: RunConfig, defaults: dict[str, dict[str, Any]]) -> RunConfig:
+def with_task_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
     """``cfg`` with the task's ``defaults`` wherever ``cfg`` holds lamina's default value (so a
-    value the user set, or a recipe's, is kept)."""
+    value the user set, or a recipe's, is kept). A ``cpu`` or ``cuda`` section of ``defaults``
+    applies on that kind of device only."""
+    from lamina.recipes import device_kind
+
     base, current = to_dict(RunConfig()), to_dict(cfg)
-    for section, values in defaults.items():
+    kind = device_kind(cfg.train.device)
+    sections = [(k, v) for k, v in defaults.items() if k not in ("cpu", "cuda")]
+    sections += list(defaults.get(kind, {}).items())
+    for section, values in sections:
         for key, value in values.items():
             if current[section][key] == base[section][key]:
                 current[section][key] = value

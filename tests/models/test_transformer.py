@@ -298,6 +298,8 @@ def test_bad_generation_arguments_are_errors(kw: dict[str, object], match: str) 
     args = {"max_new_tokens": 2, **kw}
     with pytest.raises(LaminaError, match=match):
         m.generate(tokens(1, 3), **args)  # type: ignore[arg-type]
+    with pytest.raises(LaminaError, match=match):
+        m.iter_generate(tokens(1, 3), **args)  # type: ignore[arg-type]  # at the call, before any next()
 
 
 @pytest.mark.parametrize("prompt", [torch.zeros(2, 3), torch.zeros(2, 0, dtype=torch.long), torch.zeros(3, dtype=torch.long)])

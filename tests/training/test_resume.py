@@ -70,6 +70,7 @@ def test_interrupt_then_resume_is_bit_identical(npz, tmp_path, reference, step, 
     run = lamina.resume(tmp_path / "run", quiet=True)
     assert (run.dir / "model.safetensors").read_bytes() == reference[0]
     assert run.summary["steps"] == reference[1].summary["steps"]
+    assert run.summary["total_seconds"] >= run.summary["train_seconds"]
     steps = [r for r in (run.dir / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in r]
     assert len(steps) == 3  # each epoch logged once
 

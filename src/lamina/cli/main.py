@@ -202,13 +202,15 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if a.top_k < 1:
         raise LaminaError(f"--top-k must be at least 1, got {a.top_k}")
     model = load(a.run, device=a.device)
-    results = model.top_k(a.inputs, k=a.top_k)
+    rows: list[tuple[str, list[tuple[str, float]]]] = []
+    for item in a.inputs:  # a .npy file may hold a batch: one answer per example, named file[i]
+        found = model.top_k(item, k=a.top_k)
+        rows += [(item if len(found) == 1 else f"{item}[{i}]", r) for i, r in enumerate(found)]
     if a.json:
-        print(json.dumps([{"input": str(p), "top": [{"class": c, "probability": v} for c, v in r]}
-                          for p, r in zip(a.inputs, results, strict=True)]))
+        print(json.dumps([{"input": name, "top": [{"class": c, "probability": v} for c, v in r]} for name, r in rows]))
     else:
-        for p, r in zip(a.inputs, results, strict=True):
-            print(f"{p}: " + ", ".join(f"{c} {v:.3f}" for c, v in r))
+        for name, r in rows:
+            print(f"{name}: " + ", ".join(f"{c} {v:.3f}" for c, v in r))
     return 0
 
 

@@ -356,9 +356,16 @@ class GPT(Model):
         """Yield the new tokens one at a time, each a (B,) tensor (for streaming); see ``generate``.
 
         Each token is computed in eval mode without gradients; the model's mode is restored
-        before the token is yielded, so nothing leaks into the caller between tokens.
+        before the token is yielded, so nothing leaks into the caller between tokens. The
+        arguments are checked at the call, not at the first ``next``.
         """
         _check_generate_args(idx, max_new_tokens, temperature, top_k)
+        return self._stream(idx, int(max_new_tokens), temperature, top_k, generator, use_cache)
+
+    def _stream(
+        self, idx: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+        generator: torch.Generator | None, use_cache: bool,
+    ) -> Iterator[Tensor]:  # fmt: skip
         window = idx[:, -self.context :]  # (B, <= context): the tokens the model reads
         caches: list[KVCache] | None = None
         for _ in range(max_new_tokens):
@@ -387,12 +394,14 @@ class GPT(Model):
     def _inference(self) -> Iterator[None]:
         """Eval mode and no gradients inside; the train/eval mode as it was afterwards."""
         was_training = self.training
-        self.eval()
+        if was_training:  # walking the modules costs ~0.1 ms: only when there is a mode to change
+            self.eval()
         try:
             with torch.no_grad():
                 yield
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
 
 
 def sample_next(

@@ -54,7 +54,7 @@ class Task:
     headline: ClassVar[str] = "loss"
     higher_is_better: ClassVar[bool] = False
     # config values this task trains with where the run's config keeps lamina's defaults
-    defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
 
     # -- one step ------------------------------------------------------------------------------
     def forward(self, model: nn.Module, x: Tensor) -> Tensor:

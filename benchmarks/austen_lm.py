@@ -45,7 +45,7 @@ LN2 = math.log(2)
 # lamina's character model for a 2-core CPU (chosen with this script; see benchmarks/README.md)
 LAMINA = ["data.vocab=char", "data.val_fraction=0.1", "data.context=128", "data.batch_size=32",
           "model.name=gpt", "model.width=192", "model.depth=4", "model.heads=3", "train.lr=3e-3",
-          "train.warmup=0.02", "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.1",
+          "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.1",
           "train.grad_clip=1.0", "train.checkpoint_every=0"]
 
 

@@ -62,7 +62,8 @@ class TrainConfig:
     epochs: int = 10
     lr: float | None = None  # peak learning rate; None: the optimizer's default for the batch size
     optimizer: str = "sgd"  # sgd (Nesterov) | adamw
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's momentum; AdamW's beta1
+    beta2: float = 0.999  # AdamW's second-moment decay (language models: 0.99)
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     schedule: str = "onecycle"  # onecycle | cosine | linear | constant
     warmup: float = 0.2  # fraction of all steps spent warming up

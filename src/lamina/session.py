@@ -54,6 +54,9 @@ def resolve_config(
     passed as ``config`` overrides the recipe only where it differs from the defaults. ``overrides``
     is a list of ``"a.b=c"`` strings, or one string of them separated by spaces.
     """
+    from lamina import recipes
+    from lamina.data.sources import declared_task
+
     if isinstance(overrides, str):
         overrides = overrides.split()
     items = [] if data is None else [f"data.name={json.dumps(str(data))}"]
@@ -62,18 +65,33 @@ def resolve_config(
             raise LaminaError(f"unknown argument '{k}': use one of {', '.join(SHORT_KEYS)} or overrides=['a.b=c']")
         if v is not None:
             items.append(f"{SHORT_KEYS[k]}={json.dumps(v) if isinstance(v, str) else v}")
-    if recipe is None:
-        cfg = config if isinstance(config, RunConfig) else load_config(config) if config else RunConfig()
-        return apply_overrides(cfg, [*items, *overrides])
+    if recipe is None and not isinstance(config, RunConfig):
+        load_config(config) if config else None  # one-line errors for a bad file, before anything else
+    explicit = _explicit_config(config) if recipe is not None or not isinstance(config, RunConfig) else None
+
+    def build(device: str | None, task: str | None) -> RunConfig:
+        base = task_defaults(task, device) if task else {}
+        if recipe is not None:
+            base = recipes.merge(base, recipes.recipe_dict(recipe, device))
+        if explicit is None:  # a RunConfig object without a recipe: every field of it counts
+            return apply_overrides(config, [*items, *overrides])  # type: ignore[arg-type]
+        return apply_overrides(from_dict(recipes.merge(base, explicit)), [*items, *overrides])
+
+    # Two passes: the device decides whether a recipe's cuda overlay applies, and the data's task
+    # (known without loading it) which task defaults lie under everything else.
+    first = build(None, None)
+    return build(first.train.device, declared_task(first.data))
+
+
+def task_defaults(task: str, device: str | None) -> dict[str, Any]:
+    """The config a task trains with where nothing else is set, for ``device`` (``cpu``/``cuda``
+    sections of the task's ``defaults`` apply on that kind of device only)."""
     from lamina import recipes
 
-    explicit = _explicit_config(config)
-
-    def build(device: str | None) -> RunConfig:
-        return apply_overrides(from_dict(recipes.merge(recipes.recipe_dict(recipe, device), explicit)),
-                               [*items, *overrides])
-
-    return build(build(None).train.device)  # the device decides whether the recipe's cuda overlay applies
+    defaults = TASKS.get(task).defaults
+    out = {k: v for k, v in defaults.items() if k not in ("cpu", "cuda")}
+    kind = recipes.device_kind(device)
+    return recipes.merge(out, defaults.get(kind, {})) if kind in defaults else out
 
 
 def _explicit_config(config: RunConfig | str | Path | None) -> dict[str, Any]:
@@ -144,23 +162,6 @@ def auto_batch_size(n_train: int) -> int:
     return b
 
 
-def with_task_defaults(cfg: RunConfig, defaults: dict[str, Any]) -> RunConfig:
-    """``cfg`` with the task's ``defaults`` wherever ``cfg`` holds lamina's default value (so a
-    value the user set, or a recipe's, is kept). A ``cpu`` or ``cuda`` section of ``defaults``
-    applies on that kind of device only."""
-    from lamina.recipes import device_kind
-
-    base, current = to_dict(RunConfig()), to_dict(cfg)
-    kind = device_kind(cfg.train.device)
-    sections = [(k, v) for k, v in defaults.items() if k not in ("cpu", "cuda")]
-    sections += list(defaults.get(kind, {}).items())
-    for section, values in sections:
-        for key, value in values.items():
-            if current[section][key] == base[section][key]:
-                current[section][key] = value
-    return from_dict(current)
-
-
 def build_task(ds: Dataset, cfg: RunConfig) -> Task:
     """The task the data declares (``Dataset.task``), configured from ``cfg``."""
     return TASKS.get(ds.task).from_data(ds, cfg)
@@ -196,7 +197,6 @@ class Session:
             enable_determinism()
         seed_everything(cfg.train.seed)
         self.ds = ds = build_dataset(cfg.data, seed=cfg.train.seed)
-        cfg = with_task_defaults(cfg, TASKS.get(ds.task).defaults)
         self.task = task = build_task(ds, cfg)
         channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else ds.modality == "image"
         self.engine = engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last,
@@ -212,7 +212,7 @@ class Session:
                                     channels_last=engine.channels_last)
         t = cfg.train
         optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
-                                     weight_decay=t.weight_decay, momentum=t.momentum)
+                                     weight_decay=t.weight_decay, momentum=t.momentum, beta2=t.beta2)
         scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
                                      warmup_fraction=t.warmup)
         saved = to_dict(replace(cfg, out=""))  # a checkpoint's config, like config.yaml, repeats into a new folder

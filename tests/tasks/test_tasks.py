@@ -154,3 +154,16 @@ def test_classify_loss_is_the_cross_entropy_it_always_was():
     assert torch.equal(task.loss(logits, y), nn.CrossEntropyLoss(label_smoothing=0.1)(logits, y))
     s = to_floats(task.sums(logits, y, task.loss(logits, y)))
     assert s["correct"] == float((logits.argmax(1) == y).sum()) and s["count"] == 6
+
+
+def test_task_defaults_lie_under_everything_the_user_sets(tmp_path):
+    from lamina.session import resolve_config
+
+    book = tmp_path / "book.txt"
+    book.write_text("some text " * 100)
+    lm = resolve_config(str(book), device="cpu")
+    assert (lm.train.optimizer, lm.model.name, lm.train.precision, lm.train.epochs) == ("adamw", "gpt", "fp32", 5)
+    # a value equal to lamina's own default is still the user's choice (epochs 10 is the default)
+    assert resolve_config(str(book), epochs=10, overrides="train.optimizer=sgd").train.epochs == 10
+    assert resolve_config(str(book), overrides="train.optimizer=sgd").train.optimizer == "sgd"
+    assert resolve_config("digits").train.optimizer == "sgd"  # classifiers keep lamina's defaults

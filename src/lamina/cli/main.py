@@ -154,7 +154,12 @@ def cmd_inspect(a: argparse.Namespace) -> int:
                          top_stage=a.stage)
     pngs = write_figures(a.run)
     probes = json.loads((folder / "probes.json").read_text())
-    print("linear probe accuracy by depth: " + ", ".join(f"{p['stage']} {p['accuracy']:.3f}" for p in probes))
+    if isinstance(probes, dict):  # a language model: the next character's class, beside the majority baseline
+        print("next-character-class probe accuracy by depth: "
+              + ", ".join(f"{p['stage']} {p['accuracy']:.3f}" for p in probes["stages"])
+              + f"  (majority class '{probes['majority']}': {probes['baseline']:.3f})")
+    else:
+        print("linear probe accuracy by depth: " + ", ".join(f"{p['stage']} {p['accuracy']:.3f}" for p in probes))
     print(f"inspection written to {folder} ({len(pngs)} figures)")
     return 0
 

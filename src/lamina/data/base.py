@@ -154,18 +154,19 @@ class DatasetEntry:
     load: Callable[[DataConfig], Dataset]
     description: str
     fetch: Callable[[], str] | None = None  # downloads/installs, returns where the data now is
+    task: str = "classify"  # the task its data declares (known before loading: config defaults depend on it)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(
-    name: str, description: str, fetch: Callable[[], str] | None = None
+    name: str, description: str, fetch: Callable[[], str] | None = None, task: str = "classify"
 ) -> Callable[[Callable[[DataConfig], Dataset]], Callable[[DataConfig], Dataset]]:
-    """Decorator: register a ``load(cfg) -> Dataset`` function under ``name``."""
+    """Decorator: register a ``load(cfg) -> Dataset`` function under ``name`` (whose data is for ``task``)."""
 
     def deco(fn: Callable[[DataConfig], Dataset]) -> Callable[[DataConfig], Dataset]:
-        DATASETS.register(name, DatasetEntry(name, fn, description, fetch))
+        DATASETS.register(name, DatasetEntry(name, fn, description, fetch, task))
         return fn
 
     return deco

@@ -250,7 +250,7 @@ def mnist1d_status() -> str:
 
 
 @register_dataset("austen", "Jane Austen's six novels, 4.0 M characters: a character-level language model",
-                  fetch=lambda: _austen().fetch_austen())
+                  fetch=lambda: _austen().fetch_austen(), task="language-model")
 def load_austen(cfg: DataConfig) -> Dataset:
     from lamina.data.text import language_model_dataset
 

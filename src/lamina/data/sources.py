@@ -38,6 +38,21 @@ def load(cfg: DataConfig) -> Dataset:
     )
 
 
+def declared_task(cfg: DataConfig) -> str:
+    """The task ``cfg``'s data declares, found without loading it: ``data.task`` when set, a
+    registered dataset's own, ``language-model`` for one text (a ``.txt`` file, a folder of them)
+    and ``classify`` for everything else (class folders, tables, arrays)."""
+    if cfg.task != "auto":
+        return cfg.task
+    if cfg.name in DATASETS:
+        return DATASETS.get(cfg.name).task
+    path = Path(cfg.name).expanduser()
+    if path.exists() and is_text_path(path) and path.suffix.lower() not in (".csv", ".tsv"):
+        one_text = path.is_file() or not any(d.is_dir() for d in path.iterdir())
+        return "language-model" if one_text else "classify"
+    return "classify"
+
+
 def dataset_status(name: str) -> str:
     """Where a registered dataset's data is, or how to get it (for ``lamina data list``)."""
     DATASETS.get(name)  # unknown names: a LaminaError with a suggestion

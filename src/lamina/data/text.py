@@ -232,7 +232,8 @@ def language_model_dataset(name: str, text: str, cfg: DataConfig, *, source: str
         raise LaminaError(f"{name}'s validation tail ({fraction:.0%} of the text) holds {len(val)} token(s): give a "
                           "longer text or a larger data.val_fraction")
     summary = (f"text: {len(text) / 1e6:.2f} M characters, {vocab.kind}-level vocabulary of {vocab.size}, "
-               f"language model; {len(train):,} training and {len(val):,} validation tokens")
+               f"language model; {len(train):,} training and {len(val):,} validation tokens; "
+               "choose with data.vocab=char|byte|bpe, data.context, data.val_fraction")
     return Dataset(name=name, classes=[], train=Split(torch.tensor(train, dtype=torch.long)),
                    val=Split(torch.tensor(val, dtype=torch.long)), modality="text", task="language-model",
                    preprocess=Preprocess(kind="tokens"), source=source or name, codec=vocab, summary=summary,
@@ -264,7 +265,8 @@ def classification_dataset(name: str, texts: list[str], labels: list[str], cfg: 
         return Split(x, torch.tensor([classes.index(lab) for lab in labs], dtype=torch.long))
 
     summary = (f"text: {len(texts):,} examples, {len(classes)} classes, {vocab.kind}-level vocabulary of "
-               f"{vocab.size}, {context} tokens each, classification")
+               f"{vocab.size}, {context} tokens each, classification; choose with data.vocab=char|byte|bpe, "
+               "data.context, data.task=language-model")
     return Dataset(name=name, classes=classes, train=encode(texts, labels),
                    test=encode(*test) if test else None, modality="text", task="classify",
                    preprocess=Preprocess(kind="tokens"), source=source or name, codec=vocab, summary=summary)

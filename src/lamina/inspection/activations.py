@@ -1,7 +1,8 @@
 """Per-stage activation statistics, streamed with running sums (memory independent of N).
 
-``dead_fraction`` is the fraction of channels (dim 1) never above 0 on the whole sample: after a
-ReLU these units pass no gradient at all. ``saturation`` is the fraction of values in the flat
+``dead_fraction`` is the fraction of channels (dim 1; the last dim of a model whose
+``feature_layout`` is "tokens") never above 0 on the whole sample: after a ReLU these units pass
+no gradient at all. ``saturation`` is the fraction of values in the flat
 tails of a squashing activation (|a| > 0.99 for tanh; a < 0.01 or a > 0.99 for sigmoid), where
 the gradient vanishes; it is None for other activations.
 """
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lamina.inspection.features import Batches, capped, eval_mode, run_features
+from lamina.inspection.features import Batches, capped, channel_dim, eval_mode, run_features, stage_layout
 from lamina.inspection.hooks import capture, model_stages
 
 
@@ -36,12 +37,16 @@ class _Running:
         self.sat = 0
         self.channel_max: Tensor | None = None
 
-    def update(self, a: Tensor, act: str | None) -> None:
+    def update(self, a: Tensor, act: str | None, layout: str = "channels") -> None:
         a = a.detach().double()
         self.total += float(a.sum())
         self.sq += float((a * a).sum())
         self.count += a.numel()
-        per_channel = a.transpose(0, 1).reshape(a.shape[1], -1).amax(1) if a.ndim > 1 else a.amax().reshape(1)
+        if a.ndim > 1:
+            c = channel_dim(a, layout)
+            per_channel = a.movedim(c, 0).reshape(a.shape[c], -1).amax(1)  # (C,)
+        else:
+            per_channel = a.amax().reshape(1)
         self.channel_max = per_channel if self.channel_max is None else torch.maximum(self.channel_max, per_channel)
         mask = saturated(a, act)
         if mask is not None:
@@ -76,11 +81,12 @@ def activation_stats(
     names = [n for n, _ in model_stages(model)]
     if act is None:
         act = (getattr(model, "arch", None) or {}).get("act")
+    layout = stage_layout(model)
     running = {n: _Running() for n in names}
     with eval_mode(model), torch.no_grad(), capture(model, names) as out:
         for x, _ in capped(batches, max_examples):
             out.clear()
             run_features(model, x.to(device))
             for n in names:
-                running[n].update(out[n], act)
+                running[n].update(out[n], act, layout)
     return {n: running[n].result(act) for n in names}

@@ -3,6 +3,11 @@
 Every part streams over a random, seeded sample of at most ``max_examples`` examples of a split,
 so time and memory stay bounded on large datasets. Figures are drawn from these files by
 ``lamina.reporting``; nothing here draws.
+
+What is written follows the run's task. A classifier (images, signals, vectors or texts): probes,
+CKA, activations, filters and top activations (images only), attributions, the confusion matrix
+and the most confident mistakes (with their pixels or their text). A language model: probes of
+the next character's class per block, and the attention maps of a sentence of the validation tail.
 """
 
 from __future__ import annotations
@@ -20,24 +25,28 @@ import torch
 from torch import Tensor
 
 from lamina import __version__
-from lamina.artifacts import Classifier as Predictor
-from lamina.artifacts import load
+from lamina.artifacts import Classifier, TextGenerator, load
 from lamina.config import load_config
 from lamina.data.base import Dataset, Preprocess, Split, build_dataset
 from lamina.data.gpu_loader import make_loader
 from lamina.errors import LaminaError
 from lamina.inspection.activations import activation_stats
+from lamina.inspection.attention import attention_maps, attention_modules
 from lamina.inspection.attribution import attributions
 from lamina.inspection.cka import cka_between_models, cka_between_stages
 from lamina.inspection.features import eval_mode
 from lamina.inspection.filters import first_conv, first_layer_filters, top_activating
 from lamina.inspection.hooks import model_stages
 from lamina.inspection.probes import probe_stages
+from lamina.inspection.text import embedding_layer, next_char_probes, token_attributions, token_texts
 from lamina.tasks.classify import class_log_probs
 
 REQUIRED = ("config.yaml", "model.json", "model.safetensors")
 ATTRIBUTION_EXAMPLES = 8
 MISCLASSIFIED = 16
+SENTENCE = 48  # tokens of the validation tail whose attention maps are kept
+PAD = 0  # the token id of padding in a text classifier's inputs
+TASKS = ("classify", "language-model")
 
 
 def check_run(folder: Path) -> None:
@@ -50,11 +59,12 @@ def check_run(folder: Path) -> None:
                           "(train it first, or resume it if it was interrupted)")
 
 
-def _load(folder: Path, device: str) -> Predictor:
+def _load(folder: Path, device: str) -> Any:
     check_run(folder)
     predictor = load(folder, device)
-    if getattr(predictor, "task", "classify") != "classify":
-        raise LaminaError(f"{folder} is a {predictor.task} run: lamina inspect describes classifiers so far")
+    task = getattr(predictor, "task", "classify")
+    if task not in TASKS:
+        raise LaminaError(f"{folder} is a {task} run: lamina inspect describes {' and '.join(TASKS)} runs so far")
     model_stages(predictor.model)
     return predictor
 
@@ -93,13 +103,13 @@ def _peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _probs(predictor: Predictor, x: Tensor) -> Tensor:
+def _probs(predictor: Classifier, x: Tensor) -> Tensor:
     """Class probabilities as the saved model predicts them (with test-time flips where it was trained so)."""
     return class_log_probs(predictor.model, x, tta_flip=predictor.tta_flip).exp()
 
 
 @torch.no_grad()
-def _predictions(predictor: Predictor, batches: Iterator[tuple[Tensor, Tensor]], num_classes: int,
+def _predictions(predictor: Classifier, batches: Iterator[tuple[Tensor, Tensor]], num_classes: int,
                  index: Tensor) -> tuple[Tensor, list[dict[str, Any]]]:
     """Confusion matrix (rows: true, columns: predicted) and the most confident wrong predictions."""
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
@@ -146,30 +156,35 @@ def inspect_run(
     t0 = time.perf_counter()
     if max_examples < 1 or batch_size < 4:
         raise LaminaError(f"inspection needs max_examples >= 1 and batch_size >= 4, got {max_examples} and {batch_size}")
-    job = _Inspection(Path(run_dir), max_examples=max_examples, device=device, seed=seed, batch_size=batch_size)
-    parts: list[tuple[str, Callable[[], None]]] = [
-        ("probes", job.probes), ("cka", lambda: job.cka(compare_with)), ("activations", job.activations),
-        ("filters", job.filters), ("top_activations", lambda: job.top(top_stage)), ("attributions", job.attributions),
-        ("confusion", job.confusion)]
+    folder = Path(run_dir)
+    predictor = _load(folder, device)
+    job: _Inspection | _LanguageInspection
+    if getattr(predictor, "task", "classify") == "language-model":
+        if compare_with is not None or top_stage is not None:
+            raise LaminaError(f"{folder} is a language-model run: comparing runs (--compare) and top activations "
+                              "(--stage) are for classifiers so far")
+        job = _LanguageInspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)
+    else:
+        job = _Inspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)
     seconds: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
-    for name, fn in parts:
+    for name, fn in job.parts(compare_with, top_stage):
         t = time.perf_counter()
         fn()
         seconds[name] = round(time.perf_counter() - t, 3)
     seconds["total"] = round(time.perf_counter() - t0, 3)
     _write(job.out / "inspection.json", {
-        "lamina": __version__, "seconds": seconds, "max_examples": max_examples, "peak_rss_mb": _peak_rss_mb(),
-        "examples": {"train": len(job.train), "test": len(job.test)}, "device": str(job.device), "seed": seed,
-        "skipped": job.skipped})
+        "lamina": __version__, "task": getattr(predictor, "task", "classify"), "seconds": seconds,
+        "max_examples": max_examples, "peak_rss_mb": _peak_rss_mb(), "examples": job.examples(),
+        "device": str(job.device), "seed": seed, "skipped": job.skipped})
     return job.out
 
 
 class _Inspection:
     """One run folder, its model and seeded samples of its train and test splits; a method per output file."""
 
-    def __init__(self, folder: Path, *, max_examples: int, device: str, seed: int, batch_size: int) -> None:
+    def __init__(self, folder: Path, predictor: Classifier, *, max_examples: int, seed: int, batch_size: int) -> None:
         self.folder, self.max_examples, self.batch_size = folder, max_examples, batch_size
-        self.predictor = _load(folder, device)
+        self.predictor = predictor
         self.model, self.device = self.predictor.model, self.predictor.device
         self.names = [n for n, _ in model_stages(self.model)]
         self.cfg = load_config(folder / "config.yaml")
@@ -180,6 +195,14 @@ class _Inspection:
         self.skipped: dict[str, str] = {}
         self.out = folder / "inspection"
         self.out.mkdir(exist_ok=True)
+
+    def parts(self, compare_with: str | Path | None, top_stage: str | None) -> list[tuple[str, Callable[[], None]]]:
+        return [("probes", self.probes), ("cka", lambda: self.cka(compare_with)), ("activations", self.activations),
+                ("filters", self.filters), ("top_activations", lambda: self.top(top_stage)),
+                ("attributions", self.attributions), ("confusion", self.confusion)]
+
+    def examples(self) -> dict[str, int]:
+        return {"train": len(self.train), "test": len(self.test)}
 
     def batches(self, split: Split, preprocess: Preprocess | None = None) -> Any:
         """A fresh, unshuffled, unaugmented loader (a fresh one per pass: no half-consumed epoch carries over)."""
@@ -202,7 +225,8 @@ class _Inspection:
                 raise LaminaError(f"run {compare_with} has stages {other_names} on inputs {other.model.input_shape}, "
                                   f"this run {self.names} on {self.model.input_shape}: same-stage CKA needs two runs "
                                   "of the same architecture on the same data")
-            raw = self.batches(self.test, Preprocess())  # each model normalises the raw inputs its own way
+            tokens = self.predictor.preprocess.kind == "tokens"  # token ids are fed as they are
+            raw = self.batches(self.test, None if tokens else Preprocess())  # each model normalises raw inputs its own way
             _, _, cross = cka_between_models(self.model, other.model, raw, self.max_examples, device=self.device,
                                              prep_a=self.predictor.preprocess.apply, prep_b=other.preprocess.apply)
             record.update(other_run=str(compare_with), same_stage=_rounded(cross.diagonal(), 6))
@@ -213,6 +237,9 @@ class _Inspection:
         _write(self.out / "activations.json", stats)
 
     def filters(self) -> None:
+        if self.is_text:
+            self.skipped["filters"] = "a text model: its first layer reads token embeddings, not pixels"
+            return
         if first_conv(self.model) is None:
             self.skipped["filters"] = "no convolution in the model"
             return
@@ -220,6 +247,9 @@ class _Inspection:
         _write(self.out / "filters.json", {"shape": list(w.shape), "values": _rounded(w, 6)})
 
     def top(self, stage: str | None) -> None:
+        if self.is_text:
+            self.skipped["top_activations"] = "a text model: top activations are drawn as images"
+            return
         stage = stage or self.names[-1]
         found = top_activating(self.model, self.batches(self.test), stage, k=8, channels=8,
                                max_examples=self.max_examples, device=self.device)
@@ -235,6 +265,9 @@ class _Inspection:
         x, y = next(iter(self.batches(self.test.take(torch.arange(n)))))
         with torch.no_grad(), eval_mode(self.model):
             pred = _probs(self.predictor, x).argmax(1)
+        if self.is_text:
+            self.text_attributions(x, y, pred)
+            return
         maps = attributions(self.model, x, pred)
         if "grad_cam" not in maps:
             self.skipped["grad_cam"] = "no convolutional stage" if x.ndim >= 3 else "inputs have no spatial dims"
@@ -243,13 +276,35 @@ class _Inspection:
             "target": "predicted", "methods": {m: _rounded(a, 4) for m, a in maps.items()},
             **({"images": self.pixels(self.test_idx[:n].tolist())} if self.is_image else {})})
 
+    def text_attributions(self, x: Tensor, y: Tensor, pred: Tensor) -> None:
+        """Integrated gradients on the token embedding: one value per token (padding left out)."""
+        values = token_attributions(self.model, x, pred, pad=PAD)  # (n, T)
+        examples = []
+        for i, (ids, v) in enumerate(zip(x.cpu().tolist(), values.tolist(), strict=True)):
+            keep = [j for j, t in enumerate(ids) if t != PAD]
+            examples.append({"index": int(self.test_idx[i]), "label": int(y[i]), "predicted": int(pred[i]),
+                             "tokens": token_texts(self.predictor.codec, [ids[j] for j in keep]),
+                             "values": [round(v[j], 5) for j in keep]})
+        self.skipped["grad_cam"] = "text inputs have no spatial dims"
+        _write(self.out / "attributions.json", {
+            "kind": "tokens", "method": "integrated_gradients", "layer": embedding_layer(self.model)[0],
+            "baseline": "padding", "target": "predicted", "examples": examples})
+
     def confusion(self) -> None:
         matrix, wrong = _predictions(self.predictor, iter(self.batches(self.test)), self.ds.num_classes, self.test_idx)
         _write(self.out / "confusion.json", {"classes": list(self.predictor.classes), "matrix": matrix.tolist()})
         if self.is_image:
             for w in wrong:
                 w["image"] = self.pixels([w["index"]])[0]
+        if self.is_text:  # the report cannot read the dataset: the text travels with the index
+            assert self.ds.test is not None
+            for w in wrong:
+                w["text"] = self.predictor.codec.decode([t for t in self.ds.test.x[w["index"]].tolist() if t != PAD])
         _write(self.out / "misclassified.json", wrong)
+
+    @property
+    def is_text(self) -> bool:
+        return self.ds.modality == "text" and getattr(self.predictor, "codec", None) is not None
 
     @property
     def is_image(self) -> bool:
@@ -261,12 +316,65 @@ class _Inspection:
         return _rounded(x.clamp(0, 1), 3)
 
 
-def _check_data(folder: Path, ds: Dataset, predictor: Predictor) -> Split:
+def _check_data(folder: Path, ds: Dataset, predictor: Classifier) -> Split:
     """The data rebuilt from config.yaml must still be what the model was trained on; returns its test split."""
     shape, classes = tuple(predictor.model.input_shape), predictor.classes
     if ds.input_shape != shape or ds.num_classes != len(classes):
         raise LaminaError(f"the data of {folder}/config.yaml ({ds.name}: {ds.num_classes} classes of "
                           f"{ds.input_shape}) no longer matches its model ({len(classes)} classes of {shape})")
+    _check_vocab(folder, ds, predictor)
     if ds.test is None:
         raise LaminaError(f"{ds.name} has no test split to inspect")
     return ds.test
+
+
+def _check_vocab(folder: Path, ds: Dataset, predictor: Any) -> None:
+    """Text rebuilt from config.yaml must be encoded with the vocabulary the model was trained with."""
+    meta = getattr(predictor, "meta", None) or {}
+    if ds.codec is not None and "vocab" in meta and ds.codec.to_dict() != meta["vocab"]:
+        raise LaminaError(f"the text of {folder}/config.yaml ({ds.name}) no longer gives the vocabulary of its model "
+                          "(the text changed since training?): inspect it with the text it was trained on")
+
+
+class _LanguageInspection:
+    """A language-model run: its text rebuilt from config.yaml; probes of the next character and attention maps."""
+
+    def __init__(self, folder: Path, predictor: TextGenerator, *, max_examples: int, seed: int,
+                 batch_size: int) -> None:
+        self.folder, self.max_examples, self.batch_size, self.seed = folder, max_examples, batch_size, seed
+        self.model, self.device, self.codec = predictor.model, predictor.device, predictor.codec
+        self.cfg = load_config(folder / "config.yaml")
+        self.ds = build_dataset(self.cfg.data, seed=self.cfg.train.seed)
+        _check_vocab(folder, self.ds, predictor)
+        if self.ds.val is None or not isinstance(self.ds.val.x, Tensor):
+            raise LaminaError(f"{self.ds.name} has no validation tail to inspect")
+        self.context = int(self.model.input_shape[0])
+        self.windows: dict[str, int] = {"train": 0, "test": 0}
+        self.skipped: dict[str, str] = {}
+        self.out = folder / "inspection"
+        self.out.mkdir(exist_ok=True)
+
+    def parts(self, compare_with: str | Path | None, top_stage: str | None) -> list[tuple[str, Callable[[], None]]]:
+        return [("probes", self.probes), ("attention", self.attention)]
+
+    def examples(self) -> dict[str, int]:
+        return dict(self.windows)
+
+    def probes(self) -> None:
+        assert self.ds.val is not None
+        rec = next_char_probes(self.model, self.ds.train.x, self.ds.val.x, self.codec, max_windows=self.max_examples,
+                               context=self.context, batch_size=self.batch_size, device=self.device, seed=self.seed)
+        self.windows = rec["windows"]
+        rec["stages"] = [{**r, "accuracy": round(r["accuracy"], 6)} for r in rec["stages"]]
+        _write(self.out / "probes.json", {**rec, "baseline": round(rec["baseline"], 6)})
+
+    def attention(self) -> None:
+        if not attention_modules(self.model):
+            self.skipped["attention"] = "the model has no attention layer"
+            return
+        assert self.ds.val is not None
+        ids = self.ds.val.x[: min(SENTENCE, self.context, len(self.ds.val.x))]
+        maps = attention_maps(self.model, ids[None].to(self.device))
+        _write(self.out / "attention.json", {
+            "source": "validation tail", "start": 0, "ids": ids.tolist(), "tokens": token_texts(self.codec, ids.tolist()),
+            "stages": [{"stage": name, "heads": _rounded(w[0], 4)} for name, w in maps.items()]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 
 DPI = 100
@@ -67,25 +68,27 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
-def learning_curves(records: Sequence[Mapping[str, Any]]) -> bytes:
-    """Loss (top) and accuracy (bottom) against the step: per logged step and per epoch."""
+def learning_curves(records: Sequence[Mapping[str, Any]], *, metric: str = "accuracy",
+                    label: str | None = None) -> bytes:
+    """Loss (top) and ``metric`` (bottom: accuracy, or ``bpc`` for a language model) against the
+    step: per logged step and per epoch; ``label`` names the metric on its axis."""
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     with_step = all("step" in r for r in epochs)
     ex = [r["step"] if with_step else r.get("epoch", i + 1) for i, r in enumerate(epochs)]
     fig = _figure(5.6)
     loss_ax, acc_ax = fig.subplots(2, 1, sharex=with_step)
-    for ax, metric, step_key in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "accuracy")):
-        pts = [(r["step"], r[step_key]) for r in steps if r.get(step_key) is not None]
+    for ax, key, name in ((loss_ax, "loss", "loss"), (acc_ax, metric, label or metric)):
+        pts = [(r["step"], r[key]) for r in steps if r.get(key) is not None]
         if pts and with_step:
             ax.plot(*zip(*pts, strict=True), color="0.65", lw=1, marker="." if len(pts) < 30 else None,
-                    label=f"train {metric} (step)")
+                    label=f"train {key} (step)")
         for split, color in (("train", "C0"), ("val", "C1")):
-            ys = [(x, r[f"{split}_{metric}"]) for x, r in zip(ex, epochs, strict=True)
-                  if r.get(f"{split}_{metric}") is not None]
+            ys = [(x, r[f"{split}_{key}"]) for x, r in zip(ex, epochs, strict=True)
+                  if r.get(f"{split}_{key}") is not None]
             if ys:
                 ax.plot(*zip(*ys, strict=True), "o-", color=color, lw=2, ms=5, label=f"{split} (epoch)")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(name)
         _style(ax)
         if ax.has_data():
             ax.legend(loc="best", frameon=False)
@@ -94,22 +97,30 @@ def learning_curves(records: Sequence[Mapping[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def probe_accuracy(probes: Sequence[Mapping[str, Any]]) -> bytes:
-    """Linear-probe accuracy of each stage against its depth."""
+def probe_accuracy(probes: Sequence[Mapping[str, Any]], *, baseline: float | None = None,
+                   title: str = "Linear separability by depth") -> bytes:
+    """Linear-probe accuracy of each stage against its depth; ``baseline``: a dashed line (e.g. the majority class)."""
     probes = sorted(probes, key=lambda p: p["depth"])
     depth = [p["depth"] for p in probes]
     acc = [100.0 * float(p["accuracy"]) for p in probes]
     fig = _figure(3.6)
     ax = fig.subplots()
-    ax.plot(depth, acc, "o-", lw=2, ms=7, color="C2")
+    if baseline is not None:
+        ax.axhline(100.0 * baseline, color="0.45", ls="--", lw=1.5, label=f"majority class {100.0 * baseline:.1f}")
+        acc_lo = min([*acc, 100.0 * baseline])
+    else:
+        acc_lo = min(acc)
+    ax.plot(depth, acc, "o-", lw=2, ms=7, color="C2", label="linear probe" if baseline is not None else None)
     for d, a in zip(depth, acc, strict=True):
         ax.annotate(f"{a:.1f}", (d, a), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
     ax.set_xticks(depth, [str(p["stage"]) for p in probes], rotation=30 if len(probes) > 5 else 0)
     ax.set_xlabel("stage (input → output)")
     ax.set_ylabel("probe accuracy (%)")
-    ax.set_ylim(max(0.0, min(acc) - 8), 104)
-    ax.set_title("Linear separability by depth")
+    ax.set_ylim(max(0.0, acc_lo - 8), 104)
+    ax.set_title(title)
     _style(ax)
+    if baseline is not None:
+        ax.legend(loc="lower right", frameon=False)
     return _png(fig)
 
 
@@ -339,3 +350,48 @@ def _label(c: Any, classes: Sequence[str] | None) -> str:
     if classes is not None and isinstance(c, int) and 0 <= c < len(classes):
         return _short(classes[c])
     return _short(c)
+
+
+def token_label(text: str) -> str:
+    """A token's text as an axis label: white space made visible, long pieces cut; a token that adds
+    no text of its own (a byte of a character that ends later) shows as "…"."""
+    shown = text.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "↵")
+    return _short(shown, 6) if shown else "…"
+
+
+def attention_heads(stage: str, tokens: Sequence[str], heads: Sequence[Any], *, max_heads: int = 8) -> bytes:
+    """One small heatmap per attention head of a block: row = query token, column = key token.
+
+    Token labels sit on the axes when they fit (at most about 16 per axis), else every k-th one;
+    the colour is the square root of the weight (0 to 1 for every head), so weak links show too.
+    A character the font lacks (CJK, emoji) is drawn as a box, without a warning per glyph.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from font", category=UserWarning)
+        return _attention_heads(stage, tokens, heads, max_heads=max_heads)
+
+
+def _attention_heads(stage: str, tokens: Sequence[str], heads: Sequence[Any], *, max_heads: int) -> bytes:
+    maps = [np.asarray(h, dtype=np.float64) for h in list(heads)[:max_heads]]
+    n = len(maps)
+    rows, cols = _grid(n, 1 if n == 1 else 2 if n <= 4 else 4)
+    cell = WIDTH / cols if cols > 1 else 3.6
+    fig = _figure(0.7 + rows * (cell + 0.3), width=max(WIDTH, cell * cols) if cols > 1 else 4.2)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    T = maps[0].shape[0] if maps else 0
+    fit = max(4, int(16 * cell / 3.6)) if cols > 1 else 24
+    step = max(1, math.ceil(T / fit))
+    ticks = list(range(0, T, step))
+    labels = [token_label(str(tokens[i])) if i < len(tokens) else str(i) for i in ticks]
+    size = 9 if step == 1 and T <= 16 else 7
+    for k, ax in enumerate(axes):
+        if k >= n:
+            ax.set_axis_off()
+            continue
+        ax.imshow(maps[k], cmap="magma", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest")
+        ax.set_xticks(ticks, labels, rotation=90, fontsize=size)
+        ax.set_yticks(ticks, labels if k % cols == 0 else [], fontsize=size)
+        ax.set_title(f"head {k + 1}", fontsize=10)
+    more = f" (first {max_heads} of {len(heads)} heads)" if len(heads) > max_heads else ""
+    fig.suptitle(f"{stage}: attention of each head{more}", fontsize=11)
+    return _png(fig)

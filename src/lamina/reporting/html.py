@@ -178,6 +178,21 @@ def duration(seconds: Any) -> str:
     return f"{minutes} min {s:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def run_task(run: RunFolder) -> str:
+    """The run's task (``classify``, ``language-model``): from summary.json, else model.json; classify by default."""
+    model = run.json("model.json")
+    for doc in (run.summary, model if isinstance(model, dict) else {}):
+        if isinstance(doc.get("task"), str):
+            return doc["task"]
+    return "classify"
+
+
+def run_modality(run: RunFolder) -> str:
+    """The modality model.json records (image, signal, vector, text), '' when unknown."""
+    model = run.json("model.json")
+    return str(model.get("modality", "")) if isinstance(model, dict) else ""
+
+
 def class_names(run: RunFolder) -> list[str] | None:
     for rel in ("inspection/confusion.json", "model.json"):
         doc = run.json(rel)
@@ -209,6 +224,10 @@ th{color:var(--muted);font-weight:600} .kv td:first-child{color:var(--muted);whi
 th.num,td.num{text-align:right;font-variant-numeric:tabular-nums}
 .note{background:#fff8c5;border-left:4px solid #d4a72c;padding:.5rem .75rem;border-radius:4px}
 footer{margin-top:2.5rem;color:var(--muted);font-size:.85rem}
+pre.text{white-space:pre-wrap;overflow-wrap:anywhere;background:var(--card);border-radius:6px;padding:.5rem .75rem;
+margin:.3rem 0 1rem;font:.9rem/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.tokens{white-space:pre-wrap;overflow-wrap:anywhere;font:.9rem/1.9 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+margin:.2rem 0 .9rem} .tokens span{border-radius:3px}
 """
 
 # No network at all: images only from data: URIs, only the inline style; nothing else may load.

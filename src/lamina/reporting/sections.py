@@ -1,5 +1,10 @@
 """lamina's report sections, in report order: each a renderer ``(RunFolder) -> Section | None``
-registered with :func:`register_section` (see ``html.py`` for the contract and the helpers)."""
+registered with :func:`register_section` (see ``html.py`` for the contract and the helpers).
+
+A section that does not apply to the run's task returns None: a language model's report has its
+samples, next-character probes and attention maps; a classifier's its hierarchy, attributions
+and confusion matrix (its mistakes as images or as text, and token attributions for a text model).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,13 @@ from lamina.reporting.html import (
     para,
     pct,
     register_section,
+    run_task,
     table,
 )
+
+LM = "language-model"
+MAX_ATTENTION_BLOCKS = 12  # blocks whose attention maps are drawn at most
+MAX_SAMPLE_CHARS = 2000
 
 
 @register_section
@@ -29,14 +39,23 @@ def section_summary(run: RunFolder) -> Section:
     arch = (run.json("model.json") or {}).get("arch") or {}
     shape = ", ".join(f"{k} {arch[k]}" for k in ("width", "depth", "act", "norm") if arch.get(k) not in (None, ""))
     params = f"{s['params']:,}" if isinstance(s.get("params"), int) else "—"
-    cards = [("test accuracy", pct(s.get("test_accuracy"), 2)), ("parameters", params),
-             ("training time", duration(s.get("train_seconds"))), ("epochs", s.get("epochs", "—"))]
+    if run_task(run) == LM:
+        headline = ("validation bits per character", _num(s.get("val_bpc"), 3))
+        examples = (f"{s.get('train_examples', '—')} training tokens, {s.get('val_tokens', '—')} validation "
+                    f"tokens, windows of {s.get('context', data.get('context', '—'))}")
+        loss = ("validation loss", f"{_num(s.get('val_loss'), 4)} nats per token")
+    else:
+        headline = ("test accuracy", pct(s.get("test_accuracy"), 2))
+        examples = f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"
+        loss = ("test loss", _num(s.get("test_loss"), 4))
+    cards = [headline, ("parameters", params), ("training time", duration(s.get("train_seconds"))),
+             ("epochs", s.get("epochs", "—"))]
     recipe = ", ".join(f"{k} {train[k]}" for k in ("optimizer", "lr", "schedule") if k in train)
     rows: list[tuple[str, Any]] = [
         ("dataset", s.get("dataset") or data.get("name", "—")),
-        ("examples", f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"),
+        ("examples", examples),
         ("model", f"{s.get('model', '—')} ({shape})" if shape else s.get("model", "—")),
-        ("test loss", f"{s['test_loss']:.4f}" if isinstance(s.get("test_loss"), float) else "—"),
+        loss,
         ("training time", f"{duration(s.get('train_seconds'))} ({s.get('steps', '—')} steps)"),
         ("recipe", f"{recipe}, batch {data.get('batch_size', '—')}" if recipe else "—"),
         ("device", s.get("device", "—")), ("precision", s.get("precision", "—")),
@@ -61,20 +80,91 @@ def section_summary(run: RunFolder) -> Section:
     return Section("summary", "Summary", body)
 
 
+def _num(x: Any, digits: int) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, int | float) and not isinstance(x, bool) else "—"
+
+
 @register_section
 def section_learning_curves(run: RunFolder) -> Section | None:
     records = run.jsonl("metrics.jsonl")
     if not records:
         return None
     epochs = [r for r in records if r.get("kind") == "epoch"]
+    lm = run_task(run) == LM
+    metric, name = ("bpc", "bits per character") if lm else ("accuracy", "accuracy")
     text = ""
-    vals = [(r.get("val_accuracy"), r.get("epoch")) for r in epochs if isinstance(r.get("val_accuracy"), float)]
+    vals = [(r[f"val_{metric}"], r.get("epoch")) for r in epochs if isinstance(r.get(f"val_{metric}"), float)]
     if vals:
-        best, at = max(vals, key=lambda v: v[0])
-        text = f"Best validation accuracy {pct(best)} after epoch {at} of {len(epochs)}."
-    fig = image(figures.learning_curves(records), "loss and accuracy against training step",
-                "Grey: every logged training step; dots: epoch means on the training and validation sets.")
+        best, at = (min if lm else max)(vals, key=lambda v: v[0])
+        shown = f"{best:.3f}" if lm else pct(best)
+        text = f"Best validation {name} {shown} after epoch {at} of {len(epochs)}."
+    fig = image(figures.learning_curves(records, metric=metric, label=name), f"loss and {name} against training step",
+                "Grey: every logged training step; dots: epoch means on the training and validation sets."
+                + (" Loss in nats per token; bits per character: lower is better." if lm else ""))
     return Section("learning-curves", "Learning curves", para(text) + figures_block(fig))
+
+
+@register_section
+def section_samples(run: RunFolder) -> Section | None:
+    samples = run.jsonl("samples.jsonl") if run_task(run) == LM else None
+    if not samples:
+        return None
+    body = para("Text the model wrote from scratch at the end of these epochs (temperature 0.8, top 40 tokens, "
+                "the same seed each time), so the samples show what it learned as training went on.")
+    for r in samples:
+        text = str(r.get("text", ""))
+        cut = "…" if len(text) > MAX_SAMPLE_CHARS else ""
+        body += (f'<p class="sub">epoch {esc(r.get("epoch", "?"))}, step {esc(r.get("step", "?"))}</p>'
+                 f'<pre class="text">{esc(text[:MAX_SAMPLE_CHARS] + cut)}</pre>')
+    return Section("samples", "Samples written during training", body)
+
+
+@register_section
+def section_next_character(run: RunFolder) -> Section | None:
+    probes = run.json("inspection/probes.json") if run_task(run) == LM else None
+    if not isinstance(probes, dict) or not probes.get("stages"):
+        return None
+    rows = sorted(probes["stages"], key=lambda p: p["depth"])
+    base = probes.get("baseline")
+    best = max(rows, key=lambda p: float(p["accuracy"]))
+    classes = ", ".join(str(c) for c in probes.get("classes", []))
+    text = (f"A linear probe on the features of each stage, position by position, predicts the class of the "
+            f"character that comes next ({classes}). The best stage is {best['stage']}, "
+            f"{pct(best['accuracy'])} on held-out positions of the validation tail")
+    if isinstance(base, int | float):
+        text += f"; always answering the most common class ({probes.get('majority', '?')}) scores {pct(base)}."
+    else:
+        text += "."
+    n = probes.get("positions") or {}
+    fig = image(figures.probe_accuracy(rows, baseline=base if isinstance(base, int | float) else None,
+                                       title="Next-character class by depth"),
+                "next-character-class probe accuracy against depth",
+                f"Fit on {n.get('train', '?')} positions of the training text, scored on {n.get('test', '?')} "
+                "of the validation tail. Dashed: the majority class.")
+    table_rows = [(p["stage"], pct(p["accuracy"]),
+                   f"{100.0 * (float(p['accuracy']) - float(base)):+.1f}" if isinstance(base, int | float) else "—")
+                  for p in rows]
+    return Section("next-character", "What each block learned", para(text) + figures_block(fig)
+                   + table(table_rows, ["stage", "probe accuracy", "points over the majority class"]))
+
+
+@register_section
+def section_attention(run: RunFolder) -> Section | None:
+    doc = run.json("inspection/attention.json") if run_task(run) == LM else None
+    if not isinstance(doc, dict) or not doc.get("stages"):
+        return None
+    tokens = [str(t) for t in doc.get("tokens", [])]
+    stages = doc["stages"]
+    body = para(f"The attention weights of every head on the first {len(tokens)} tokens of the validation tail:")
+    body += f'<pre class="text">{esc("".join(tokens))}</pre>'
+    figs = [image(figures.attention_heads(st["stage"], tokens, st["heads"]), f"attention maps of {st['stage']}",
+                  "Row: a token; column: a token it attends to. Each row spreads one token's attention over "
+                  "itself and the tokens before it "
+                  "(colour: square root of the weight; · is a space, ↵ a new line).")
+            for st in stages[:MAX_ATTENTION_BLOCKS]]
+    if len(stages) > MAX_ATTENTION_BLOCKS:
+        body += note(f"Only the first {MAX_ATTENTION_BLOCKS} of {len(stages)} blocks are drawn.")
+    return Section("attention", "Attention maps", body + figures_block(*figs))
 
 
 def _probe_sentence(probes: list[dict[str, Any]]) -> str:
@@ -92,6 +182,8 @@ def _probe_sentence(probes: list[dict[str, Any]]) -> str:
 @register_section
 def section_hierarchy(run: RunFolder) -> Section | None:
     probes, cka = run.json("inspection/probes.json"), run.json("inspection/cka.json")
+    if not isinstance(probes, list):  # a language model's probes (a mapping) have their own section
+        probes = None
     filt, top = run.json("inspection/filters.json"), run.json("inspection/top_activations.json")
     if not any(x is not None for x in (probes, cka, filt, top)):
         return None
@@ -161,6 +253,35 @@ def section_attributions(run: RunFolder) -> Section | None:
     return Section("attributions", "Attributions", figures_block(fig))
 
 
+def _attribution_colour(v: float) -> str:
+    """Red for a token that raises the predicted class's score, blue for one that lowers it; ``v`` in [-1, 1]."""
+    alpha = round(min(1.0, abs(v)) * 0.75, 3)
+    return f"rgba(220,38,38,{alpha})" if v >= 0 else f"rgba(37,99,235,{alpha})"
+
+
+@register_section
+def section_token_attributions(run: RunFolder) -> Section | None:
+    attr = run.json("inspection/attributions.json")
+    if not isinstance(attr, dict) or attr.get("kind") != "tokens" or not attr.get("examples"):
+        return None
+    names = class_names(run) or []
+
+    def lab(c: Any) -> str:
+        return names[c] if isinstance(c, int) and 0 <= c < len(names) else str(c)
+
+    body = para("Integrated gradients on the token embedding, from padding to each token: red tokens raise the "
+                "score of the class the model predicted, blue ones lower it; the stronger the colour, the larger "
+                "the token's share (scaled per example). Hover a token for its value.")
+    for ex in attr["examples"]:
+        values = [float(v) for v in ex["values"]]
+        top = max((abs(v) for v in values), default=0.0) or 1.0
+        spans = "".join(f'<span style="background:{_attribution_colour(v / top)}" title="{v:+.4f}">{esc(t)}</span>'
+                        for t, v in zip(ex["tokens"], values, strict=True))
+        body += (f'<p class="sub">test example {esc(ex.get("index", "?"))}: true {esc(lab(ex.get("label")))}, '
+                 f'predicted {esc(lab(ex.get("predicted")))}</p><div class="tokens">{spans}</div>')
+    return Section("token-attributions", "Token attributions", body)
+
+
 @register_section
 def section_confusion(run: RunFolder) -> Section | None:
     conf, classes = run.json("inspection/confusion.json"), class_names(run)
@@ -186,7 +307,17 @@ def section_confusion(run: RunFolder) -> Section | None:
             def lab(c: Any) -> str:
                 return names[c] if isinstance(c, int) and 0 <= c < len(names) else str(c)
 
-            tail = para("The most confident mistakes:") + table(
-                [(m["index"], lab(m["true"]), lab(m["predicted"]), pct(m["confidence"])) for m in mistakes[:10]],
-                ["test index", "true", "predicted", "confidence"])
+            if any("text" in m for m in mistakes):
+                tail = para("The most confident mistakes:") + table(
+                    [(m["index"], lab(m["true"]), lab(m["predicted"]), pct(m["confidence"]), _clip(m.get("text", "")))
+                     for m in mistakes[:10]], ["test index", "true", "predicted", "confidence", "text"])
+            else:
+                tail = para("The most confident mistakes:") + table(
+                    [(m["index"], lab(m["true"]), lab(m["predicted"]), pct(m["confidence"])) for m in mistakes[:10]],
+                    ["test index", "true", "predicted", "confidence"])
     return Section("confusion", "Confusion & mistakes", intro + figures_block(*figs) + tail)
+
+
+def _clip(text: Any, n: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"

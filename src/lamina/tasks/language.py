@@ -35,7 +35,7 @@ from lamina.tasks.base import Sums, Task
 # convolutions, so the classifier's "auto" keeps it).
 DEFAULTS: dict[str, Any] = {
     "train": {"optimizer": "adamw", "lr": 2e-3, "schedule": "cosine", "warmup": 0.02, "label_smoothing": 0.0,
-              "weight_decay": 0.1, "grad_clip": 1.0, "epochs": 5, "gradient_flow_every": 0},
+              "weight_decay": 0.1, "grad_clip": 1.0, "epochs": 5, "gradient_flow_every": 0, "beta2": 0.99},
     "model": {"name": "gpt"},
     "cpu": {"train": {"precision": "fp32"}},
 }

@@ -16,13 +16,14 @@ Two races: ``short`` (nanoGPT's README setting, 2,000 iterations) and ``long`` (
 with ``--max_iters=15000 --lr_decay_iters=15000``), the latter also asking for lamina's bits per
 character after 10 minutes of training.
 
-    python benchmarks/austen_lm.py                      # both races, ~35 min on 2 CPU cores
-    python benchmarks/austen_lm.py --races short        # ~8 min
+    NANOGPT_SRC=/path/to/nanoGPT python benchmarks/austen_lm.py       # both races, ~35 min on 2 CPU cores
+    python benchmarks/austen_lm.py --races short                      # ~5 min (clones nanoGPT from GitHub)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -38,23 +39,26 @@ from nanogpt import fetch_nanogpt, prepare_char, run_nanogpt, whole_tail_loss
 from rich.console import Console
 
 import lamina
+from lamina.config import to_dict
 from lamina.data.austen import read_austen
 from lamina.training.callbacks import Callback
 
 LN2 = math.log(2)
-# lamina's character model for a 2-core CPU (chosen with this script; see benchmarks/README.md)
-LAMINA = ["data.vocab=char", "data.val_fraction=0.1", "data.context=128", "data.batch_size=32",
-          "model.name=gpt", "model.width=192", "model.depth=4", "model.heads=3", "train.lr=3e-3",
-          "train.schedule=cosine", "train.optimizer=adamw", "train.weight_decay=0.1",
-          "train.grad_clip=1.0", "train.checkpoint_every=0"]
+COMMON = ["data.vocab=char", "data.val_fraction=0.1", "train.checkpoint_every=0"]
+# The short race: a 3-block model at a high learning rate, 600 steps of 32 windows of 64 characters
+# (chosen with this script's --sweep runs on this machine: benchmarks/README.md).
+SHORT = [*COMMON, "data.context=64", "data.batch_size=32", "model.width=128", "model.depth=3", "model.heads=2",
+         "train.lr=5e-3", "train.warmup=0.1", "data.steps_per_epoch=50", "train.epochs=12"]
+# The long race: lamina's own CPU defaults for a language model (tasks/language.py), trained for
+# --long-minutes (the number of steps, and so the cosine schedule, sized from the measured speed).
+LONG = [*COMMON]
 
 
 class Curve(Callback):
-    """(training seconds, whole-tail validation loss) after every epoch; stops at ``target`` if given."""
+    """(training seconds, whole-tail validation loss) after every epoch."""
 
-    def __init__(self, target: float | None = None) -> None:
+    def __init__(self) -> None:
         self.points: list[dict[str, float]] = []
-        self.target = target
 
     def epoch_end(self, trainer: Any) -> None:
         m = trainer.last_epoch
@@ -62,25 +66,43 @@ class Curve(Callback):
                             "val_bpc": m["val_loss"] / LN2})
 
 
-def steps_per_second(text_file: Path, out: Path, seed: int, steps: int = 60) -> float:
+class StepClock(Callback):
+    """Seconds per step between step ``start`` and the end (the first steps warm kernels up)."""
+
+    def __init__(self, start: int = 20) -> None:
+        self.start, self.t0, self.t1, self.steps = start, 0.0, 0.0, 0
+
+    def batch_end(self, trainer: Any) -> None:
+        if trainer.step == self.start:
+            self.t0 = trainer.elapsed
+        elif trainer.step > self.start:
+            self.t1, self.steps = trainer.elapsed, trainer.step - self.start
+
+
+def steps_per_second(text_file: Path, out: Path, overrides: list[str], seed: int, steps: int = 120) -> float:
     """lamina's training speed on this machine now, from a short run of the same model (not counted)."""
-    run = lamina.train(str(text_file), out=str(out), quiet=True, seed=seed, console=Console(quiet=True),
-                       overrides=[*LAMINA, f"data.steps_per_epoch={steps}", "train.epochs=1"])
-    return steps / run.summary["train_seconds"]
+    clock = StepClock()
+    lamina.train(str(text_file), out=str(out), quiet=True, seed=seed, console=Console(quiet=True), callbacks=[clock],
+                 overrides=[*overrides, f"data.steps_per_epoch={steps}", "train.epochs=1"])
+    return clock.steps / (clock.t1 - clock.t0)
 
 
-def race_lamina(text_file: Path, out: Path, *, minutes: float, steps_per_epoch: int, seed: int) -> dict[str, Any]:
-    """Train for about ``minutes``: the number of epochs (and so the cosine schedule) is sized from the
-    measured speed, and a time limit 10 % above ``minutes`` stops a run that turns out slower."""
-    speed = steps_per_second(text_file, out.with_name(out.name + "-calibration"), seed)
-    epochs = max(1, int(minutes * 60 * speed / steps_per_epoch))
+def race_lamina(text_file: Path, out: Path, overrides: list[str], *, seed: int, minutes: float | None = None,
+                steps_per_epoch: int = 150) -> dict[str, Any]:
+    """Train with ``overrides``; with ``minutes``, for about that long: the number of epochs is sized
+    from the measured speed, and a time limit 10 % above ``minutes`` stops a run that turns out slower."""
+    extra: list[str] = []
+    speed = None
+    if minutes is not None:
+        speed = steps_per_second(text_file, out.with_name(out.name + "-calibration"), overrides, seed)
+        epochs = max(1, int(minutes * 60 * speed / steps_per_epoch))
+        extra = [f"data.steps_per_epoch={steps_per_epoch}", f"train.epochs={epochs}",
+                 f"train.max_minutes={minutes * 1.1}"]
     curve = Curve()
     run = lamina.train(str(text_file), out=str(out), quiet=True, seed=seed, callbacks=[curve],
-                       overrides=[*LAMINA, f"data.steps_per_epoch={steps_per_epoch}",
-                                  f"train.max_minutes={minutes * 1.1}", f"train.epochs={epochs}"],
-                       console=Console(quiet=True))
-    return {"curve": curve.points, "summary": run.summary, "config": LAMINA, "epochs": epochs,
-            "calibrated_steps_per_second": speed}
+                       overrides=[*overrides, *extra], console=Console(quiet=True))
+    return {"curve": curve.points, "summary": run.summary, "overrides": [*overrides, *extra],
+            "config": json.loads(json.dumps(to_dict(run.config))), "calibrated_steps_per_second": speed}
 
 
 def seconds_to(curve: list[dict[str, float]], loss: float) -> float | None:
@@ -89,16 +111,17 @@ def seconds_to(curve: list[dict[str, float]], loss: float) -> float | None:
 
 
 def one_race(name: str, repo: Path, data_dir: Path, text_file: Path, work: Path, a: argparse.Namespace,
-             max_iters: int, lamina_minutes: float) -> dict[str, Any]:
+             max_iters: int, overrides: list[str], lamina_minutes: float | None) -> dict[str, Any]:
     print(f"[{name}] nanoGPT, {max_iters} iterations ...", flush=True)
-    ng = run_nanogpt(repo, data_dir.name, max_iters=max_iters, lr_decay_iters=max_iters, log=work / f"nanogpt-{name}.log")
+    extra = [f"--eval_interval={max_iters // 4}"] if max_iters < 1000 else []  # smoke runs: still a checkpoint
+    ng = run_nanogpt(repo, data_dir.name, max_iters=max_iters, lr_decay_iters=max_iters, extra=extra,
+                     log=work / f"nanogpt-{name}.log")
     ng_train = ng["curve"][-1]["seconds"] - ng["curve"][0]["seconds"]
     tail = whole_tail_loss(repo, Path(ng["ckpt"]), data_dir / "val.bin", context=64)
     print(f"[{name}] nanoGPT: {ng_train:.0f} s of training, val {ng['final_val_loss']:.4f} (20 batches), "
           f"{tail:.4f} (whole tail)", flush=True)
-    print(f"[{name}] lamina, up to {lamina_minutes:.1f} min ...", flush=True)
-    la = race_lamina(text_file, work / f"lamina-{name}", minutes=lamina_minutes, steps_per_epoch=a.steps_per_epoch,
-                     seed=a.seed)
+    print(f"[{name}] lamina ...", flush=True)
+    la = race_lamina(text_file, work / f"lamina-{name}", overrides, minutes=lamina_minutes, seed=a.seed)
     t = seconds_to(la["curve"], tail)
     print(f"[{name}] lamina reached {tail:.4f} at {t} s; final {la['summary']['val_loss']:.4f}", flush=True)
     return {"nanogpt": {k: v for k, v in ng.items() if k not in ("ckpt",)} | {
@@ -110,9 +133,10 @@ def one_race(name: str, repo: Path, data_dir: Path, text_file: Path, work: Path,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--races", default="short,long", help="short, long or both")
-    p.add_argument("--steps-per-epoch", type=int, default=150, help="lamina: batches between whole-tail evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--long-minutes", type=float, default=10.0, help="lamina's training time in the long race")
+    p.add_argument("--short-iters", type=int, default=2000, help="nanoGPT's iterations in the short race (README)")
+    p.add_argument("--long-iters", type=int, default=15000, help="nanoGPT's iterations in the long race")
     p.add_argument("--out", type=Path, default=result_path("austen_lm", "cpu"))
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -128,9 +152,9 @@ def main() -> None:
         text_file.write_text(text)
         for name in a.races.split(","):
             if name == "short":
-                races[name] = one_race(name, repo, data_dir, text_file, work, a, 2000, lamina_minutes=2.0)
+                races[name] = one_race(name, repo, data_dir, text_file, work, a, a.short_iters, SHORT, None)
             elif name == "long":
-                races[name] = one_race(name, repo, data_dir, text_file, work, a, 15000, a.long_minutes)
+                races[name] = one_race(name, repo, data_dir, text_file, work, a, a.long_iters, LONG, a.long_minutes)
             else:
                 raise SystemExit(f"unknown race {name!r}: use short and/or long")
     summary: dict[str, Any] = {}

@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from common import environment, mean_std, result_path, write  # noqa: E402
-from rich.console import Console  # noqa: E402
+import torch
+from common import environment, mean_std, result_path, write
+from rich.console import Console
 
-import lamina  # noqa: E402
-from lamina.data import austen  # noqa: E402
+import lamina
+from lamina.data import austen
 
 LAMINA = ["model.name=textcnn", "model.width=64", "data.context=512", "train.epochs=10", "model.dropout=0.2"]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from common import environment, mean_std, result_path, write  # noqa: E402
+import torch
+from common import environment, mean_std, result_path, write
 
-from lamina.models import create_model  # noqa: E402
+from lamina.models import create_model
 
 
 def timed(model: torch.nn.Module, prompt: torch.Tensor, new: int, use_cache: bool) -> tuple[float, torch.Tensor]:

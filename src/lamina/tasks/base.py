@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 Batch = tuple[Tensor, Tensor]
-Sums = dict[str, Tensor]
+Sums = dict[str, Tensor | int]  # device tensors, or plain ints for counts known on the host
 
 
 class Task:
@@ -69,7 +69,7 @@ class Task:
         """What the batch adds to the running metrics: at least ``count`` (the number of items the
         mean ``loss`` averages over: examples, or tokens) and ``loss_sum``; all detached tensors."""
         n = targets.numel()
-        return {"count": torch.tensor(n, device=outputs.device), "loss_sum": loss.detach() * n}
+        return {"count": n, "loss_sum": loss.detach() * n}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         """Metrics from accumulated sums: ``{"loss": loss_sum / count, ...}``."""
@@ -133,9 +133,14 @@ class Task:
 
 
 def add_sums(total: Sums, new: Sums) -> None:
-    """``total += new``, key by key, on the device (no host sync)."""
+    """``total += new``, key by key: tensors in place on the device (no host sync), ints on the host."""
     for k, v in new.items():
-        total[k] = total[k] + v if k in total else v.clone()
+        if k not in total:
+            total[k] = v.clone() if isinstance(v, Tensor) else v
+        elif isinstance(v, Tensor):
+            total[k] += v  # type: ignore[operator]
+        else:
+            total[k] = total[k] + v
 
 
 def to_floats(sums: Sums) -> dict[str, float]:

@@ -43,7 +43,7 @@ class Classify(Task):
 
     def sums(self, outputs: Tensor, targets: Tensor, loss: Tensor) -> Sums:
         n = len(targets)
-        return {"count": torch.tensor(n, device=outputs.device), "loss_sum": loss.detach() * n,
+        return {"count": n, "loss_sum": loss.detach() * n,
                 "correct": (outputs.argmax(dim=1) == targets).sum()}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:

@@ -89,7 +89,8 @@ class Trainer:
         elif hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
         self.model.train()
-        self._sums: Sums = {k: v.to(self.engine.device) for k, v in (self._resume_sums or {}).items()}
+        self._sums: Sums = {k: v.to(self.engine.device) if isinstance(v, Tensor) else v
+                            for k, v in (self._resume_sums or {}).items()}
         self._resume_sums = None
         self._t0 = time.perf_counter()
         try:

@@ -104,3 +104,21 @@ def test_text_classification_from_class_folders(tmp_path):
     model = lamina.load(run.dir)
     assert model.meta["vocab"]["pad"] is True
     assert model.predict(["good great fine lovely", "bad awful poor grim"]) == ["happy", "sad"]
+
+
+def test_eval_of_a_language_model_is_its_whole_validation_tail(lm_run, capsys):
+    assert main(["eval", str(lm_run), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    summary = json.loads((lm_run / "summary.json").read_text())
+    assert m["split"] == "val" and m["examples"] == summary["val_tokens"]
+    assert m["loss"] == pytest.approx(summary["val_loss"], rel=1e-6) and m["bpc"] == pytest.approx(summary["val_bpc"])
+
+
+def test_a_text_transformer_classifier_builds_with_the_default_norm(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "d" / c / f"{i}.txt").write_text(f"{c * (i + 1)} {i}")
+    run = lamina.train(str(tmp_path / "d"), model="text-transformer", epochs=1, out=str(tmp_path / "r"), quiet=True,
+                       overrides="model.width=16 data.context=12")
+    assert run.config.model.name == "text-transformer" and lamina.load(run.dir).model.arch["norm"] == "layer"

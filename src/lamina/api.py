@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,13 @@ def load(run: str | Path, device: str = "cpu") -> Predictor:
     return _load(run, device)
 
 
-def evaluate(run: str | Path, split: str = "test", device: str = "cpu") -> dict[str, Any]:
+def evaluate(run: str | Path, split: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Re-evaluate a saved run on a split of its data (rebuilt from the run's config.yaml).
 
     Args:
         run: the run folder.
-        split: ``train``, ``val`` or ``test`` (those the run has).
+        split: ``train``, ``val`` or ``test`` (those the run has; None: ``test``, or a language
+            model's validation tail).
         device: where the model runs.
     """
     return evaluate_run(Path(run), split=split, device=device)
@@ -168,7 +170,9 @@ def inspect(run: str | Path, *, max_examples: int = 2000, device: str = "cpu", c
     """
     from lamina.inspection.run import inspect_run
 
-    return inspect_run(run, max_examples=max_examples, device=device, compare_with=compare, top_stage=stage)
+    with _status("inspecting") as show:
+        return inspect_run(run, max_examples=max_examples, device=device, compare_with=compare, top_stage=stage,
+                           progress=show)
 
 
 def report(run: str | Path, *, max_examples: int = 2000, device: str = "cpu", reinspect: bool = False) -> Path:
@@ -187,8 +191,17 @@ def _write_report(folder: Path, *, max_examples: int = 2000, device: str = "cpu"
     from lamina.reporting import write_report
 
     if reinspect or not (folder / "inspection" / "inspection.json").is_file():
-        inspect_run(folder, max_examples=max_examples, device=device)
+        with _status("inspecting") as show:
+            inspect_run(folder, max_examples=max_examples, device=device, progress=show)
     return write_report(folder)
+
+
+@contextlib.contextmanager
+def _status(what: str) -> Iterator[Callable[[str], None]]:
+    """A one-line status on standard error while a long step runs (quiet when it is not a terminal)."""
+    console = Console(stderr=True)
+    with console.status(what) as status:
+        yield lambda part: status.update(f"{what}: {part}")
 
 
 def generate(run: str | Path, prompt: str = "", *, max_new_tokens: int = 500, temperature: float = 0.8,

@@ -270,14 +270,16 @@ class Session:
         return summary
 
 
-def evaluate_run(folder: Path, *, split: str = "test", device: str = "cpu") -> dict[str, Any]:
-    """Re-evaluate a finished run's saved model on a split of its data, rebuilt from config.yaml."""
+def evaluate_run(folder: Path, *, split: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Re-evaluate a finished run's saved model on a split of its data, rebuilt from config.yaml
+    (``split`` None: the test split, or the validation tail of a language model, which has no other)."""
     from lamina.artifacts import load
 
     predictor = load(folder, device)
     cfg = load_config(folder / "config.yaml")
     ds = build_dataset(cfg.data, seed=cfg.train.seed)
     splits = ds.splits()
+    split = split or ("test" if "test" in splits else "val")
     if split not in splits:
         raise LaminaError(f"split '{split}' does not exist for {ds.name}: choose one of {', '.join(splits)}")
     if hasattr(predictor, "preprocess"):
@@ -286,7 +288,7 @@ def evaluate_run(folder: Path, *, split: str = "test", device: str = "cpu") -> d
     loader = task.eval_loader(splits[split], ds, cfg.data, device=predictor.device)
     m = task.evaluate(predictor.model, _progress(loader, f"evaluating {folder} on {split}"))
     scalars = task.scalars(m)
-    out: dict[str, Any] = {"split": split, **scalars, "examples": m.get("examples", m.get("tokens", 0))}
+    out: dict[str, Any] = {"split": split, **scalars, "examples": m["examples"]}
     if "per_class_accuracy" in m:
         out["per_class_accuracy"] = dict(zip(ds.classes, m["per_class_accuracy"], strict=True))
         out["confusion"] = m["confusion"]

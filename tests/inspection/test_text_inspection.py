@@ -206,7 +206,8 @@ def test_a_language_model_run(lm_run: Path):
     assert [s["stage"] for s in att["stages"]] == ["block1", "block2"]
     for s in att["stages"]:
         w = torch.tensor(s["heads"])
-        assert w.shape == (1, T, T)  # width 32: one head
+        heads = lamina.load(lm_run).model.arch["heads"]
+        assert w.shape == (heads, T, T)
         torch.testing.assert_close(w.sum(-1), torch.ones(1, T), atol=5e-3, rtol=0)
         assert torch.all(w.triu(1) == 0) and torch.all(w >= 0)
     info = _read(out, "inspection.json")

@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a run's saved model on its test split")
     e.add_argument("run")
-    e.add_argument("--split", default="test", help="train | val | test")
+    e.add_argument("--split", help="train | val | test (default: test; a language model's: val)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print JSON")
 
@@ -144,14 +144,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_inspect(a: argparse.Namespace) -> int:
-    from lamina.inspection.run import inspect_run
+    from lamina.api import inspect
+    from lamina.reporting.export import write_figures
 
     if a.max_examples < 1:
         raise LaminaError(f"--max-examples must be at least 1, got {a.max_examples}")
-    from lamina.reporting.export import write_figures
-
-    folder = inspect_run(a.run, max_examples=a.max_examples, device=a.device, compare_with=a.compare,
-                         top_stage=a.stage)
+    folder = inspect(a.run, max_examples=a.max_examples, device=a.device, compare=a.compare, stage=a.stage)
     pngs = write_figures(a.run)
     probes = json.loads((folder / "probes.json").read_text())
     if isinstance(probes, dict):  # a language model: the next character's class, beside the majority baseline

@@ -31,7 +31,25 @@ def _seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-class _Loader:
+class Resumable:
+    """A loader's place: the epoch, the batches of it already handed out, and the seed; what a
+    checkpoint saves so that a resumed run goes on with the very next batch."""
+
+    epoch: int
+    position: int
+    seed: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
+
+
+class _Loader(Resumable):
     """What both loaders share: epoch/position bookkeeping and the per-batch transform."""
 
     def __init__(
@@ -61,15 +79,6 @@ class _Loader:
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
     def _order(self) -> Tensor:
         if not self.shuffle:

@@ -140,6 +140,7 @@ def inspect_run(
     compare_with: str | Path | None = None,
     batch_size: int = 256,
     top_stage: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Inspect a finished run and write ``run_dir/inspection/*.json``; returns that folder.
 
@@ -152,6 +153,7 @@ def inspect_run(
             its same-stage CKA to ``cka.json``.
         batch_size: examples per forward pass (also the CKA minibatch size: at least 4).
         top_stage: the stage whose channels ``top_activations.json`` describes (None: the last).
+        progress: told the name of each part as it starts (e.g. to show a status line).
     """
     t0 = time.perf_counter()
     if max_examples < 1 or batch_size < 4:
@@ -167,7 +169,10 @@ def inspect_run(
     else:
         job = _Inspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)
     seconds: dict[str, float] = {"load": round(time.perf_counter() - t0, 3)}
-    for name, fn in job.parts(compare_with, top_stage):
+    parts = list(job.parts(compare_with, top_stage))
+    for i, (name, fn) in enumerate(parts, start=1):
+        if progress is not None:
+            progress(f"{name} ({i}/{len(parts)})")
         t = time.perf_counter()
         fn()
         seconds[name] = round(time.perf_counter() - t, 3)

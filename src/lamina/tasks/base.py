@@ -92,7 +92,8 @@ class Task:
                 out = self.forward(model, x)
             add_sums(total, self.sums(out, y, self.loss(out, y)))
         model.train(was_training)
-        return self.summarize(to_floats(total))
+        sums = to_floats(total) if total else {"count": 0.0, "loss_sum": 0.0}
+        return {**self.summarize(sums), "examples": int(sums["count"])}  # items scored: examples or tokens
 
     def scalars(self, metrics: dict[str, Any]) -> dict[str, float]:
         """The scalar metrics of an evaluation, as logged per epoch (``val_<name>``)."""

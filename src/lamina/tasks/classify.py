@@ -14,7 +14,7 @@ from lamina.config import DataConfig, ModelConfig, RunConfig
 from lamina.data.augment import Augment
 from lamina.data.base import Dataset, Split
 from lamina.data.gpu_loader import make_loader
-from lamina.models import Model, create_model
+from lamina.models import MODELS, Model, create_model
 from lamina.tasks.base import Batch, Sums, Task
 
 
@@ -73,6 +73,10 @@ class Classify(Task):
         name = m.name
         if name == "auto" and ds.modality == "text":
             name = "textcnn"
+        if name in MODELS and getattr(MODELS.get(name), "feature_layout", "") == "tokens" and m.norm == "batch":
+            # a Transformer over tokens normalises per position (layer norm): lamina's default "batch"
+            # (for convolutions) means the model's own default there
+            kw.pop("norm")
         # 0 / "" mean the model's default: leave them out, so models without heads or positions accept the rest
         return create_model(name, ds.input_shape, ds.num_classes, **{k: v for k, v in kw.items() if v or k == "act"})
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lamina.config import DataConfig, ModelConfig, RunConfig
 from lamina.data.base import Dataset, Split
-from lamina.data.gpu_loader import _seed
+from lamina.data.gpu_loader import Resumable, _seed
 from lamina.data.text import DEFAULT_CONTEXT
 from lamina.errors import LaminaError
 from lamina.models import Model, create_model
@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class WindowLoader:
+class WindowLoader(Resumable):
     """Random windows ``x = t[o : o+T]``, ``y = t[o+1 : o+T+1]`` of a token stream resident on ``device``.
 
     An epoch is ``steps`` batches (default: as many tokens as the text has). The offsets of batch
@@ -66,15 +66,6 @@ class WindowLoader:
 
     def __len__(self) -> int:
         return self.steps
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.tokens) - self.context

@@ -208,7 +208,7 @@ def test_a_language_model_run(lm_run: Path):
         w = torch.tensor(s["heads"])
         heads = lamina.load(lm_run).model.arch["heads"]
         assert w.shape == (heads, T, T)
-        torch.testing.assert_close(w.sum(-1), torch.ones(1, T), atol=5e-3, rtol=0)
+        torch.testing.assert_close(w.sum(-1), torch.ones(heads, T), atol=5e-3, rtol=0)
         assert torch.all(w.triu(1) == 0) and torch.all(w >= 0)
     info = _read(out, "inspection.json")
     assert info["task"] == "language-model" and info["examples"] == {"train": 24, "test": probes["windows"]["test"]}

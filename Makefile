@@ -41,6 +41,9 @@ bench-all: bench
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/inspection.py
 	$(PY) benchmarks/recipe_sweep.py --seeds 2 --variant "epochs=5" --variant "model.width=24"
+	$(PY) benchmarks/austen_lm.py
+	$(PY) benchmarks/generate_cache.py
+	$(PY) benchmarks/austen_novels.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,10 @@ from rich.console import Console
 
 from lamina.artifacts import Classifier, Predictor, TextGenerator
 from lamina.artifacts import load as _load
-from lamina.config import RunConfig, load_config
+from lamina.config import RunConfig
 from lamina.errors import LaminaError
-from lamina.session import Session, evaluate_run, resolve_config, truncate_metrics, validate
+from lamina.session import Session, evaluate_run, resolve_config, resume_session, validate
 from lamina.training import callbacks as cb
-from lamina.training import checkpoint
 
 
 @dataclass
@@ -111,25 +110,7 @@ def resume(run: str | Path, *, quiet: bool = False, console: Console | None = No
         run: the run folder.
         quiet, console, callbacks: as for :func:`train`.
     """
-    folder = Path(run)
-    if not folder.is_dir():
-        raise LaminaError(f"run folder {folder} does not exist")
-    if (folder / "summary.json").exists():
-        raise LaminaError(f"run {folder} already finished (summary.json exists); nothing to resume")
-    cfg = replace(load_config(folder / "config.yaml"), out=str(folder))
-    console = console or Console(stderr=True, quiet=quiet)
-
-    def skipped(path: Path, err: LaminaError) -> None:
-        console.print(f"[yellow]skipping checkpoint[/] {path.name}: {err}; trying the previous one")
-
-    found = checkpoint.latest(folder / "checkpoints", on_skip=skipped)
-    if found is None:
-        raise LaminaError(f"run {folder} has no valid checkpoint to resume from: train it again")
-    state, path = found
-    session = Session(cfg, console, quiet=quiet, resuming=True, extra=callbacks)
-    session.trainer.load_state_dict(state)
-    truncate_metrics(folder / "metrics.jsonl", session.trainer.step)
-    console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
+    session = resume_session(Path(run), console or Console(stderr=True, quiet=quiet), quiet=quiet, extra=callbacks)
     return RunResult(session.out, session.run(), session.cfg)
 
 

@@ -90,10 +90,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AdversarialConfig:
+    """Adversarial training (classifiers): every training batch is replaced by adversarial
+    examples of the current model. eps is in the units of the raw input (pixels in [0, 1])."""
+
+    method: str = ""  # "" (off) | pgd (Madry et al. 2018) | fgsm-rs (FGSM from a random start, Wong et al. 2020)
+    eps: float = 0.1  # radius of the perturbation ball, in raw input units
+    norm: str = "linf"  # linf | l2
+    steps: int = 7  # PGD steps per batch (fgsm-rs: always 1)
+    step_size: float = 0.0  # of each step, as a fraction of eps; 0: 2.5 / steps for pgd, 1.25 for fgsm-rs
+    eval_examples: int = 1000  # validation examples whose robust accuracy is logged each epoch; 0: off
+    eval_steps: int = 10  # PGD steps of that per-epoch robust evaluation
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """The energy meter every run has, and what its joules cost in CO2e."""
+
+    meter: str = "auto"  # auto (nvml on NVIDIA GPUs, else rapl where readable, else estimate) | nvml | rapl | estimate | off
+    grid_intensity: str = ""  # gCO2e per kWh (a number) or a country code (ISO 3166 alpha-3, needs codecarbon); "": world average
+    max_kwh: float = 0.0  # stop training gracefully (with a checkpoint) once this much energy is spent; 0: no limit
+    interval: float = 5.0  # seconds between counter reads during an epoch (always read at epoch ends)
+    cpu_watts_per_core: float = 0.0  # the estimate's power model: watts per busy core; 0: the default
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     out: str = ""  # run folder; empty: runs/<dataset>-<model>-<time>
 
 

@@ -24,6 +24,7 @@ from lamina.errors import LaminaError
 from lamina.tasks import TASKS
 from lamina.tasks.base import Task
 from lamina.training import callbacks as cb
+from lamina.training import checkpoint
 from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
 from lamina.training.nan_guard import NanGuard
 from lamina.training.optim import create_optimizer, default_lr
@@ -187,16 +188,18 @@ class Session:
         quiet: no progress bar.
         resuming: the run folder exists and will be continued (it is not prepared again).
         extra: more callbacks.
+        dataset: the data, already built from ``cfg.data`` (e.g. a subset of its training split,
+            for a sample-efficiency curve); None: built here.
     """
 
     def __init__(self, cfg: RunConfig, console: Console, *, quiet: bool, resuming: bool = False,
-                 extra: Sequence[cb.Callback] = ()) -> None:
+                 extra: Sequence[cb.Callback] = (), dataset: Dataset | None = None) -> None:
         self.t_start = time.perf_counter()
         self.console = console
         if cfg.train.deterministic:
             enable_determinism()
         seed_everything(cfg.train.seed)
-        self.ds = ds = build_dataset(cfg.data, seed=cfg.train.seed)
+        self.ds = ds = dataset if dataset is not None else build_dataset(cfg.data, seed=cfg.train.seed)
         self.task = task = build_task(ds, cfg)
         channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else ds.modality == "image"
         self.engine = engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last,
@@ -268,6 +271,30 @@ class Session:
         }
         write_json(out / "summary.json", summary)
         return summary
+
+
+def resume_session(folder: Path, console: Console, *, quiet: bool, extra: Sequence[cb.Callback] = ()) -> Session:
+    """The session of an interrupted run, restored from its newest valid checkpoint (older ones
+    if that is corrupt), ready to :meth:`Session.run` on."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LaminaError(f"run folder {folder} does not exist")
+    if (folder / "summary.json").exists():
+        raise LaminaError(f"run {folder} already finished (summary.json exists); nothing to resume")
+    cfg = replace(load_config(folder / "config.yaml"), out=str(folder))
+
+    def skipped(path: Path, err: LaminaError) -> None:
+        console.print(f"[yellow]skipping checkpoint[/] {path.name}: {err}; trying the previous one")
+
+    found = checkpoint.latest(folder / "checkpoints", on_skip=skipped)
+    if found is None:
+        raise LaminaError(f"run {folder} has no valid checkpoint to resume from: train it again")
+    state, path = found
+    session = Session(cfg, console, quiet=quiet, resuming=True, extra=extra)
+    session.trainer.load_state_dict(state)
+    truncate_metrics(folder / "metrics.jsonl", session.trainer.step)
+    console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
+    return session
 
 
 def evaluate_run(folder: Path, *, split: str | None = None, device: str = "cpu") -> dict[str, Any]:

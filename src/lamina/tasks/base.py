@@ -57,6 +57,14 @@ class Task:
     defaults: ClassVar[dict[str, Any]] = {}
 
     # -- one step ------------------------------------------------------------------------------
+    def train_inputs(self, model: nn.Module, x: Tensor, y: Tensor, *,
+                     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+                     ) -> Tensor:
+        """The inputs a training step learns from (default: the batch as it is). Adversarial
+        training (:mod:`lamina.robustness`) returns adversarial examples of ``model`` here;
+        ``autocast`` is the engine's (the model's precision)."""
+        return x
+
     def forward(self, model: nn.Module, x: Tensor) -> Tensor:
         """The model's outputs for inputs ``x`` (called under the engine's autocast)."""
         return model(x)

@@ -225,6 +225,8 @@ class Checkpoint(Callback):
         self.save(trainer)
 
     def fit_end(self, trainer: Trainer) -> None:
+        if trainer.stop_reason:  # stopped by a limit (time, energy, early stopping): its state is kept too
+            self.save(trainer)
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()

@@ -108,6 +108,7 @@ class Trainer:
         """One optimisation step; returns what it adds to the running metrics (the task's sums)."""
         if self.nan_guard.policy == "skip":  # a skipped step must not leave NaN in BatchNorm statistics
             self.nan_guard.snapshot_buffers(self.module)
+        x = self.task.train_inputs(self.model, x, y, autocast=self.engine.autocast)
         with self.engine.autocast():
             out = self.task.forward(self.model, x)
         loss = self.task.loss(out, y)

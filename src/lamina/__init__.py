@@ -14,12 +14,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "train": "lamina.api", "resume": "lamina.api", "load": "lamina.api", "evaluate": "lamina.api",
     "inspect": "lamina.api", "report": "lamina.api", "generate": "lamina.api", "RunResult": "lamina.api",
+    "attack": "lamina.api", "curve": "lamina.api",
     "Predictor": "lamina.artifacts", "Classifier": "lamina.artifacts", "TextGenerator": "lamina.artifacts",
     "RunConfig": "lamina.config", "LaminaError": "lamina.errors",
 }
 
 if TYPE_CHECKING:
-    from lamina.api import RunResult, evaluate, generate, inspect, load, report, resume, train
+    from lamina.api import RunResult, attack, curve, evaluate, generate, inspect, load, report, resume, train
     from lamina.artifacts import Classifier, Predictor, TextGenerator
     from lamina.config import RunConfig
     from lamina.errors import LaminaError
@@ -39,4 +40,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["Classifier", "LaminaError", "Predictor", "RunConfig", "RunResult", "TextGenerator", "__version__",
-           "evaluate", "generate", "inspect", "load", "report", "resume", "train"]
+           "attack", "curve", "evaluate", "generate", "inspect", "load", "report", "resume", "train"]

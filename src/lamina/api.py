@@ -20,7 +20,14 @@ from lamina.artifacts import Classifier, Predictor, TextGenerator
 from lamina.artifacts import load as _load
 from lamina.config import RunConfig
 from lamina.errors import LaminaError
-from lamina.session import Session, evaluate_run, resolve_config, resume_session, validate
+from lamina.session import (
+    Session,
+    adversarial_overrides,
+    evaluate_run,
+    resolve_config,
+    resume_session,
+    validate,
+)
 from lamina.training import callbacks as cb
 
 
@@ -60,6 +67,10 @@ def train(
     on_nan: str | None = None,
     deterministic: bool | None = None,
     tensorboard: bool | None = None,
+    adversarial: str | Sequence[str] | None = None,
+    max_minutes: float | None = None,
+    max_energy_kwh: float | None = None,
+    grid_intensity: str | float | None = None,
     report: bool = False,
     quiet: bool = False,
     console: Console | None = None,
@@ -82,16 +93,26 @@ def train(
         on_nan: ``stop``, ``skip``, ``rollback`` or ``off``.
         deterministic: deterministic algorithms (a resumed CPU run is bit-identical).
         tensorboard: write TensorBoard event files to ``RUN/tensorboard``.
+        adversarial: adversarial training, ``"pgd eps=0.1 steps=7"`` or ``"fgsm-rs eps=0.1"``
+            (the ``adversarial.*`` config keys; eps in raw input units, pixels in [0, 1]).
+        max_minutes: stop training gracefully after this many minutes.
+        max_energy_kwh: stop training gracefully once the energy meter has counted this much.
+        grid_intensity: gCO2e per kWh, or a country code (needs codecarbon), for ``co2e_g``.
         report: after training, inspect the model and write ``RUN/report.html``.
         quiet: no progress bar or per-epoch lines.
         console: where progress goes (default: standard error).
         callbacks: extra :class:`lamina.training.callbacks.Callback` objects.
     """
+    if isinstance(overrides, str):
+        overrides = overrides.split()
+    if adversarial is not None:
+        overrides = [*adversarial_overrides(adversarial), *overrides]
     cfg = resolve_config(data, config=config, recipe=recipe, overrides=overrides, model=model, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed, device=device,
                          out=None if out is None else str(out), task=task, checkpoint_every=checkpoint_every,
                          checkpoint_minutes=checkpoint_minutes, on_nan=on_nan, deterministic=deterministic,
-                         tensorboard=tensorboard)
+                         tensorboard=tensorboard, max_minutes=max_minutes, max_energy_kwh=max_energy_kwh,
+                         grid_intensity=None if grid_intensity is None else str(grid_intensity))
     validate(cfg)
     session = Session(cfg, console or Console(stderr=True, quiet=quiet), quiet=quiet, extra=callbacks)
     result = RunResult(session.out, session.run(), session.cfg)
@@ -185,6 +206,63 @@ def _status(what: str) -> Iterator[Callable[[str], None]]:
         yield lambda part: status.update(f"{what}: {part}")
 
 
+def attack(run: str | Path, *, method: str = "pgd", eps: float | Sequence[float] = (0.05, 0.1, 0.2), steps: int = 20,
+           restarts: int = 1, step_size: float | None = None, norm: str = "linf", n: int | None = None,
+           split: str = "test", device: str = "cpu") -> dict[str, Any]:
+    """How easily adversarial inputs fool a classifier run: ``RUN/robustness.json`` (the same as
+    ``lamina attack``), with the gradient-masking checks, and adversarial examples for the report.
+
+    Args:
+        run: a classifier's run folder.
+        method: ``pgd`` or ``fgsm``.
+        eps: the radii, in raw input units (pixel values in [0, 1] for images).
+        steps, restarts: of PGD (FGSM: one step).
+        step_size: of each PGD step, as a fraction of eps (None: 2.5 / steps).
+        norm: ``linf`` or ``l2``.
+        n: attack the first ``n`` examples of the split (None: all of them).
+        split: ``test``, ``val`` or ``train``.
+        device: where the attack runs.
+    """
+    from lamina.robustness.run import attack_run
+
+    radii = (float(eps),) if isinstance(eps, int | float) else tuple(float(e) for e in eps)
+    with _status("attacking") as show:
+        return attack_run(Path(run), method=method, eps=radii, steps=steps, restarts=restarts, step_size=step_size,
+                          norm=norm, n=n, split=split, device=device, progress=show)
+
+
+def curve(data: str | None = None, *, fractions: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0), seeds: int = 3,
+          compare: Sequence[str] = (), out: str | Path | None = None, config: RunConfig | str | Path | None = None,
+          recipe: str | None = None, overrides: str | Sequence[str] = (), quiet: bool = False,
+          console: Console | None = None) -> dict[str, Any]:
+    """A sample-efficiency curve (the same as ``lamina curve``): test accuracy against the number of
+    training examples, on nested stratified subsets, ``seeds`` runs a point, with a power-law fit
+    of the error; writes ``OUT/curve.json``, ``OUT/curve.html`` and a run folder per point.
+
+    Args:
+        data: the dataset (as for :func:`train`).
+        fractions: of the training split, each in (0, 1].
+        seeds: runs per point.
+        compare: variants, each ``"key=value"`` overrides (e.g. ``["data.translate=0", "data.translate=2"]``).
+        out: the curve's folder (default ``runs/curve-<data>-<time>``); rerun with the same one to resume.
+        config, recipe, overrides: as for :func:`train`.
+        quiet, console: as for :func:`train`.
+    """
+    from lamina.reporting.curve import write_curve_report
+    from lamina.studies.curve import run_curve
+
+    try:
+        result = run_curve(data, fractions=tuple(fractions), seeds=seeds, compare=tuple(compare),
+                           out=None if out is None else Path(out), config=config, recipe=recipe,
+                           overrides=overrides, console=console or Console(stderr=True, quiet=quiet), quiet=quiet)
+    except cb.Interrupted as stop:  # the points done so far are in curve.json: show them too
+        if stop.checkpoint is not None and (stop.checkpoint.parents[3] / "curve.json").is_file():
+            write_curve_report(stop.checkpoint.parents[3])  # OUT/<variant>/<point>/checkpoints/step-N
+        raise
+    write_curve_report(Path(result["out"]))
+    return result
+
+
 def generate(run: str | Path, prompt: str = "", *, max_new_tokens: int = 500, temperature: float = 0.8,
              top_k: int | None = 40, seed: int = 0, device: str = "cpu") -> str:
     """Text from a language-model run: the continuation of ``prompt`` (see
@@ -193,5 +271,5 @@ def generate(run: str | Path, prompt: str = "", *, max_new_tokens: int = 500, te
     return model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
 
 
-__all__ = ["Classifier", "Predictor", "RunResult", "TextGenerator", "evaluate", "generate", "inspect", "load",
+__all__ = ["Classifier", "Predictor", "RunResult", "TextGenerator", "attack", "curve", "evaluate", "generate", "inspect", "load",
            "report", "resolve_config", "resume", "train"]

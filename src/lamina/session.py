@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import platform
 import time
 from collections.abc import Sequence
@@ -36,7 +38,9 @@ from lamina.utils.io import atomic_write_bytes, default_run_dir, write_json
 SHORT_KEYS = {"model": "model.name", "epochs": "train.epochs", "batch_size": "data.batch_size", "lr": "train.lr",
               "seed": "train.seed", "device": "train.device", "out": "out", "checkpoint_every": "train.checkpoint_every",
               "checkpoint_minutes": "train.checkpoint_minutes", "on_nan": "train.on_nan",
-              "deterministic": "train.deterministic", "tensorboard": "train.tensorboard", "task": "data.task"}
+              "deterministic": "train.deterministic", "tensorboard": "train.tensorboard", "task": "data.task",
+              "max_minutes": "train.max_minutes", "max_energy_kwh": "energy.max_kwh",
+              "grid_intensity": "energy.grid_intensity"}
 
 
 def resolve_config(
@@ -153,6 +157,13 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise LaminaError(message)
+    if cfg.adversarial.method:
+        from lamina.robustness.training import check_config
+
+        check_config(cfg.adversarial)
+    from lamina.energy import meter
+
+    meter.check_config(cfg.energy)
 
 
 def auto_batch_size(n_train: int) -> int:
@@ -164,8 +175,42 @@ def auto_batch_size(n_train: int) -> int:
 
 
 def build_task(ds: Dataset, cfg: RunConfig) -> Task:
-    """The task the data declares (``Dataset.task``), configured from ``cfg``."""
-    return TASKS.get(ds.task).from_data(ds, cfg)
+    """The task the data declares (``Dataset.task``), configured from ``cfg``; with
+    ``adversarial.method`` set, wrapped so that it learns from adversarial examples."""
+    task = TASKS.get(ds.task).from_data(ds, cfg)
+    if not cfg.adversarial.method:
+        return task
+    if ds.task != "classify" or ds.modality == "text":
+        raise LaminaError(f"adversarial training needs a classifier of continuous inputs; {ds.name} is "
+                          f"{'text (token ids)' if ds.modality == 'text' else 'a ' + ds.task + ' task'}: "
+                          "drop --adversarial")
+    from lamina.robustness.attacks import input_bounds
+    from lamina.robustness.training import AdversarialTraining, check_config
+
+    lower, upper = input_bounds(ds.preprocess, ds.modality, ds.train.x)
+    check_config(cfg.adversarial, lower=lower, upper=upper, dims=math.prod(ds.input_shape))  # eps against the range
+    return AdversarialTraining(task, cfg.adversarial, ds.preprocess, lower=lower,  # type: ignore[arg-type]
+                               upper=upper)
+
+
+def adversarial_overrides(spec: str | Sequence[str]) -> list[str]:
+    """``"pgd eps=0.1 steps=7"`` (the CLI's ``--adversarial``) as ``adversarial.*`` overrides."""
+    from lamina.config import AdversarialConfig
+    from lamina.errors import did_you_mean
+
+    words = spec.split() if isinstance(spec, str) else [w for part in spec for w in str(part).split()]
+    if not words or "=" in words[0]:
+        raise LaminaError("--adversarial needs a method first: pgd or fgsm-rs, then key=value settings, "
+                          "e.g. --adversarial pgd eps=0.1 steps=7")
+    keys = [f.name for f in dataclasses.fields(AdversarialConfig) if f.name != "method"]
+    out = [f"adversarial.method={words[0]}"]
+    for w in words[1:]:
+        key, sep, value = w.partition("=")
+        if not sep or key not in keys:
+            raise LaminaError(f"--adversarial setting '{w}' is not one of {', '.join(k + '=...' for k in keys)}"
+                              + (f": {did_you_mean(key, keys)}" if sep else ""))
+        out.append(f"adversarial.{key}={value}")
+    return out
 
 
 def resolve_run(cfg: RunConfig, ds: Dataset, model_name: str, task: Task) -> RunConfig:
@@ -235,6 +280,11 @@ class Session:
         if t.tensorboard:
             callbacks.append(cb.TensorBoard(self.out / "tensorboard"))
         callbacks += task.callbacks(self.out)
+        from lamina.energy.meter import EnergyMeter
+
+        self.meter = EnergyMeter.from_config(cfg.energy, engine.device, self.out)
+        if self.meter is not None:
+            callbacks.append(self.meter)
         self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler, task=task,
                                grad_clip=t.grad_clip, ema_decay=t.ema, on_nan=t.on_nan, rollback=ckpt.newest_state,
                                callbacks=callbacks)
@@ -264,6 +314,7 @@ class Session:
             "total_seconds": seconds_before + time.perf_counter() - self.t_start,
             "epochs": trainer.epoch, "steps": trainer.step, "skipped_steps": trainer.nan_guard.skipped,
             "stop_reason": trainer.stop_reason, "params": self.model.num_params(), "model": cfg.model.name,
+            **(self.meter.summary() if self.meter is not None else {"energy_method": "off"}),
             "dataset": ds.name, "train_examples": len(ds.train),
             "device": _device_name(engine.device), "precision": engine.precision,
             "torch": torch.__version__, "python": platform.python_version(), "seed": cfg.train.seed,
@@ -292,7 +343,8 @@ def resume_session(folder: Path, console: Console, *, quiet: bool, extra: Sequen
     state, path = found
     session = Session(cfg, console, quiet=quiet, resuming=True, extra=extra)
     session.trainer.load_state_dict(state)
-    truncate_metrics(folder / "metrics.jsonl", session.trainer.step)
+    for log in ("metrics.jsonl", "energy.jsonl"):
+        truncate_metrics(folder / log, session.trainer.step)
     console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
     return session
 

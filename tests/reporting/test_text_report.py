@@ -153,7 +153,7 @@ def test_lamina_report_on_a_language_model_run(trained: dict[str, Path], capsys:
     run = trained["lm"]
     assert main(["report", str(run), "--max-examples", "16"]) == 0
     page = (run / "report.html").read_text(encoding="utf-8")
-    assert _headings(page) == LM_HEADINGS and "could not be drawn" not in page
+    assert _headings(page) == [*LM_HEADINGS, "Energy and CO2e"] and "could not be drawn" not in page
     assert not set(CLASSIFIER_ONLY) & {h.split(":")[0] for h in _headings(page)}
     assert main(["inspect", str(run), "--max-examples", "16"]) == 0
     out = capsys.readouterr().out

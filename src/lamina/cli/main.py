@@ -1,4 +1,5 @@
-"""``lamina`` on the command line: train, resume, eval, predict, generate, export, inspect, report, data.
+"""``lamina`` on the command line: train, resume, eval, predict, generate, export, attack, curve, inspect,
+report, data.
 
 Bad input prints one line, ``error: <what is wrong> (<how to fix it>)``, and exits with 2;
 ``--debug`` shows the traceback instead.
@@ -63,7 +64,44 @@ def _parser() -> argparse.ArgumentParser:
                    help="deterministic algorithms (bit-identical resume on CPU)")
 
     t.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard event files")
+    t.add_argument("--adversarial", nargs="+", metavar="SPEC",
+                   help="adversarial training: pgd eps=0.1 steps=7 | fgsm-rs eps=0.1 (eps in raw units, pixels in [0, 1])")
+    t.add_argument("--max-minutes", type=float, metavar="MIN", help="stop training gracefully after MIN minutes")
+    t.add_argument("--max-energy-kwh", type=float, metavar="KWH",
+                   help="stop training gracefully once the energy meter has counted KWH")
+    t.add_argument("--grid-intensity", metavar="G",
+                   help="gCO2e per kWh for co2e_g, or a country code such as FRA (needs codecarbon)")
     t.add_argument("--report", action="store_true", help="after training, inspect the model and write report.html")
+
+    at = sub.add_parser("attack", help="how easily adversarial inputs fool a classifier -> RUN/robustness.json",
+                        description="Attack a classifier run's model on its test split (FGSM or PGD), with checks "
+                                    "against gradient masking; eps is in raw input units (pixels in [0, 1]).")
+    at.add_argument("run")
+    at.add_argument("--method", default="pgd", help="pgd | fgsm")
+    at.add_argument("--eps", default="0.05,0.1,0.2", help="comma-separated radii (default 0.05,0.1,0.2)")
+    at.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
+    at.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
+    at.add_argument("--step-size", type=float, help="of each PGD step, as a fraction of eps (default 2.5 / steps)")
+    at.add_argument("--norm", default="linf", help="linf | l2")
+    at.add_argument("--n", type=int, help="attack the first N examples (default: the whole split)")
+    at.add_argument("--split", default="test")
+    at.add_argument("--device", default="cpu")
+    at.add_argument("--json", action="store_true", help="print robustness.json")
+
+    cu = sub.add_parser("curve", help="sample efficiency: test accuracy against training examples -> OUT/curve.json",
+                        description="Train on nested stratified subsets of DATA's training split, several seeds "
+                                    "each, and fit a power law of test error against examples. Rerun with the same "
+                                    "--out to resume an interrupted curve.")
+    cu.add_argument("data", nargs="?", help="dataset name, image folder or .npz")
+    cu.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
+    cu.add_argument("--fractions", default="0.01,0.03,0.1,0.3,1", help="comma-separated fractions in (0, 1]")
+    cu.add_argument("--seeds", type=int, default=3, help="runs per point (default 3)")
+    cu.add_argument("--compare", nargs="+", metavar="KEY=VALUE",
+                    help="one curve per setting, e.g. --compare data.translate=0 data.translate=2")
+    cu.add_argument("--out", help="the curve's folder (default runs/curve-<data>-<time>)")
+    cu.add_argument("--config", help="YAML config file")
+    cu.add_argument("--recipe", metavar="NAME", help="a named recipe: fast | fast-long | demo")
+    cu.add_argument("--quiet", action="store_true")
 
     ins = sub.add_parser("inspect", help="what each layer learned: probes, CKA, activations, attributions -> RUN/inspection/")
     ins.add_argument("run")
@@ -136,10 +174,68 @@ def cmd_train(a: argparse.Namespace) -> int:
     run = train(data, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet, model=a.model,
                 epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out,
                 task=a.task, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
-                on_nan=a.on_nan, deterministic=a.deterministic, tensorboard=a.tensorboard)
+                on_nan=a.on_nan, deterministic=a.deterministic, tensorboard=a.tensorboard, adversarial=a.adversarial,
+                max_minutes=a.max_minutes, max_energy_kwh=a.max_energy_kwh, grid_intensity=a.grid_intensity)
     _print_result(run)
     if a.report:
         print(f"report: {report(run.dir)}")
+    return 0
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LaminaError(f"{option} takes comma-separated numbers, e.g. {option} 0.05,0.1; got '{text}'") from None
+    if not values:
+        raise LaminaError(f"{option} needs at least one number")
+    return values
+
+
+def cmd_attack(a: argparse.Namespace) -> int:
+    from lamina.api import attack
+
+    r = attack(a.run, method=a.method, eps=_floats(a.eps, "--eps"), steps=a.steps, restarts=a.restarts,
+               step_size=a.step_size, norm=a.norm, n=a.n, split=a.split, device=a.device)
+    if a.json:
+        print(json.dumps(r))
+        return 0
+    print(f"{a.run}: clean accuracy {r['clean_accuracy']:.4f} on {r['examples']} {r['split']} examples")
+    for x in r["results"]:
+        steps = f"-{x['steps']}" if x["method"] == "pgd" else ""
+        restarts = f" x{x['restarts']} restarts" if x.get("restarts", 1) > 1 else ""
+        print(f"  {x['method']}{steps}{restarts} {x['norm']} eps {x['eps']:g}: robust accuracy "
+              f"{x['robust_accuracy']:.4f}  ({x['seconds']:.1f}s)")
+    failed = [k for k, c in r["checks"].items() if not c["passed"]]
+    print("gradient-masking checks: " + ("all passed" if not failed else "FAILED " + ", ".join(failed)
+                                        + " (the robust accuracy may be overstated)"))
+    print(f"written to {Path(a.run) / 'robustness.json'}")
+    return 0
+
+
+def cmd_curve(a: argparse.Namespace) -> int:
+    from lamina.api import curve
+
+    overrides, data = list(a.overrides), a.data
+    if data is not None and "=" in data and not Path(data).exists():
+        overrides.insert(0, data)
+        data = None
+    if data is None and a.config is None and not any(o.startswith("data.name=") for o in overrides):
+        raise LaminaError("lamina curve needs DATA: a dataset name (lamina data list), an image folder or a .npz "
+                          "file (e.g. lamina curve fashion-mnist --recipe fast)")
+    try:
+        r = curve(data, fractions=_floats(a.fractions, "--fractions"), seeds=a.seeds, compare=a.compare or (),
+                  out=a.out, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet)
+    except Interrupted as e:
+        where = e.checkpoint.parents[3] if e.checkpoint else a.out or "the same --out"
+        print(f"{e}; the curve so far is in {where}; run the same lamina curve command with --out {where} to go on",
+              file=sys.stderr)
+        return 128 + e.signum
+    fit = r.get("fit") or {}
+    if fit.get("exponent") is not None:
+        lo, hi = fit.get("exponent_ci95") or (float("nan"), float("nan"))
+        print(f"test error ~ n^{fit['exponent']:.3f} (95 % CI {lo:.3f} to {hi:.3f})")
+    print(f"curve written to {Path(r['out']) / 'curve.json'} and {Path(r['out']) / 'curve.html'}")
     return 0
 
 
@@ -269,7 +365,7 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "inspect": cmd_inspect, "report": cmd_report, "eval": cmd_eval,
+COMMANDS = {"train": cmd_train, "attack": cmd_attack, "curve": cmd_curve, "resume": cmd_resume, "inspect": cmd_inspect, "report": cmd_report, "eval": cmd_eval,
             "predict": cmd_predict, "generate": cmd_generate, "export": cmd_export, "data": cmd_data}
 
 
@@ -277,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`lamina train data --epochs 3 train.lr=0.1`)
-    if args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+    if args.command in ("train", "curve") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -1,14 +1,14 @@
 """Named training recipes: partial configs shipped with lamina (``lamina train DATA --recipe fast``).
 
 A recipe is a YAML file beside this module holding any subset of the config sections (``data``,
-``model``, ``train``), plus an optional ``cuda:`` section of the same shape that is laid over the
+``model``, ``train``, ``adversarial``, ``energy``), plus an optional ``cuda:`` section of the same shape that is laid over the
 rest only when the run's device resolves to a CUDA GPU: what is fastest on a GPU (``torch.compile``,
 big batches) is often slower on a CPU. Precedence, lowest first::
 
     defaults < recipe (< its cuda overlay) < --config file < keyword arguments < a.b=c overrides
 
 >>> sorted(names())
-['demo', 'fast', 'fast-long']
+['demo', 'fast', 'fast-long', 'robust']
 >>> recipe_dict("fast", "cuda")["train"]["compile"], recipe_dict("fast", "cpu")["train"]["compile"]
 (True, False)
 """
@@ -25,7 +25,7 @@ import yaml
 from lamina.errors import LaminaError, did_you_mean
 
 RECIPE_DIR = Path(__file__).resolve().parent
-SECTIONS = ("data", "model", "train", "out")
+SECTIONS = ("data", "model", "train", "adversarial", "energy", "out")
 OVERLAYS = ("cuda",)
 
 

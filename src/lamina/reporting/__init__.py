@@ -1,6 +1,12 @@
-"""Reporting: figures and a self-contained HTML report, read only from a run folder."""
+"""Reporting: figures and a self-contained HTML report, read only from a run folder.
 
-from lamina.reporting import sections as sections  # registers lamina's sections, in report order
+Importing a module of sections registers them; the report shows them in that order: lamina's
+own (``sections``), then robustness, then energy.
+"""
+
+from lamina.reporting import sections as sections  # noqa: I001  (registration order is report order)
+from lamina.reporting import robustness as robustness
+from lamina.reporting import energy as energy
 from lamina.reporting.html import SECTIONS as SECTIONS
 from lamina.reporting.html import RunFolder as RunFolder
 from lamina.reporting.html import Section as Section

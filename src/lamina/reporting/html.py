@@ -252,6 +252,14 @@ def render_report(run: RunFolder) -> str:
     model = s.get("model") or (cfg.get("model") or {}).get("name", "?")
     title = f"lamina report: {dataset} · {model}"
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M")
+    return page(title, f"{run.path.resolve().name} · report written {when}", sections,
+                f"Written by lamina {s.get('lamina', '?')} from the files of the run folder only; "
+                "rebuild it with lamina report.")
+
+
+def page(title: str, subtitle: str, sections: Sequence[Section], footer: str) -> str:
+    """A self-contained HTML page: a header with a link to each section, the sections, a footer
+    (plain text). The report and the curve page share it."""
     nav = "".join(f'<a href="#{esc(x.id)}">{esc(x.title)}</a>' for x in sections)
     body = "".join(f'<section id="{esc(x.id)}"><h2>{esc(x.title)}</h2>{x.body}</section>' for x in sections)
     return (
@@ -259,10 +267,8 @@ def render_report(run: RunFolder) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
-        f'<header><h1>{esc(title)}</h1><p class="sub">{esc(run.path.resolve().name)} · report written {esc(when)}'
-        f"</p><nav>{nav}</nav></header>{body}"
-        f"<footer>Written by lamina {esc(s.get('lamina', '?'))} from the files of the run folder only; "
-        "rebuild it with lamina report.</footer></main></body></html>\n"
+        f'<header><h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p><nav>{nav}</nav></header>{body}'
+        f"<footer>{esc(footer)}</footer></main></body></html>\n"
     )
 
 

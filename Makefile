@@ -44,6 +44,11 @@ bench-all: bench
 	$(PY) benchmarks/austen_lm.py
 	$(PY) benchmarks/generate_cache.py
 	$(PY) benchmarks/austen_novels.py
+	$(PY) benchmarks/adversarial.py --eval-n 2000 --keep runs/bench-adversarial
+	$(PY) benchmarks/attacks.py --run runs/bench-adversarial/pgd
+	$(PY) benchmarks/curve.py --epochs 3
+	$(PY) benchmarks/energy_overhead.py
+	$(PY) benchmarks/energy_check.py --device $(DEVICE)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,7 +1,8 @@
 """Adversarial training on Fashion-MNIST against L-infinity eps = 0.1 (issue 11's targets).
 
     python benchmarks/adversarial.py                 # both methods: writes benchmarks/results/adversarial_cpu.json
-    python benchmarks/adversarial.py --eval-n 2000 --keep runs/adv   # what was run for the committed JSON
+    python benchmarks/adversarial.py --eval-n 2000 --keep runs/adv   # train both, attack 2,000 test images
+    python benchmarks/adversarial.py --keep runs/adv --reattack      # the same runs on the whole test split
     python benchmarks/adversarial.py --methods fgsm-rs --minutes 5 --eval-n 2000 --restarts 1   # a quicker look
 
 For each method (PGD, Madry et al. 2018: 3 steps of 2.5 eps / 3 by default, 7 epochs; FGSM from a
@@ -23,6 +24,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from common import environment, result_path, write
 
@@ -34,9 +36,12 @@ TARGET_ROBUST, TARGET_CLEAN = 0.785, 0.885
 def train_and_attack(method: str, args: argparse.Namespace, folder: Path) -> dict:
     spec = f"{method} eps={args.eps}" + (f" steps={args.train_steps}" if method == "pgd" else "")
     epochs = args.pgd_epochs if method == "pgd" else args.fgsm_epochs
-    run = lamina.train("fashion-mnist", recipe="robust", adversarial=spec, max_minutes=args.minutes,
-                       device=args.device, seed=args.seed, out=folder / method, quiet=True,
-                       overrides=[f"train.epochs={epochs}"] if epochs else ())
+    if args.reattack and (folder / method / "summary.json").is_file():  # attack the run trained before again
+        run = SimpleNamespace(dir=folder / method, summary=json.loads((folder / method / "summary.json").read_text()))
+    else:
+        run = lamina.train("fashion-mnist", recipe="robust", adversarial=spec, max_minutes=args.minutes,
+                           device=args.device, seed=args.seed, out=folder / method, quiet=True,
+                           overrides=[f"train.epochs={epochs}"] if epochs else ())
     epochs = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()
               if '"kind": "epoch"' in line]
     r = lamina.attack(run.dir, method="pgd", eps=[args.eps], steps=args.steps, restarts=args.restarts,
@@ -69,6 +74,8 @@ def main() -> None:
     p.add_argument("--restarts", type=int, default=5, help="random restarts of the evaluation")
     p.add_argument("--eval-n", type=int, default=None, help="test images attacked (default: all 10,000)")
     p.add_argument("--keep", default=None, help="keep the run folders here (default: a temporary folder)")
+    p.add_argument("--reattack", action="store_true",
+                   help="with --keep: attack the runs already there again instead of training them")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)

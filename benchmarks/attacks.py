@@ -11,7 +11,8 @@ the run's normalisation and test-time flips inside) on the same first ``--n`` te
 same radius, steps, step size and a random start for PGD (L∞, ε = 0.1, 10 steps of 0.25 ε; FGSM:
 one step of ε):
 
-  lamina        ``lamina.robustness.pgd`` / ``fgsm``
+  lamina        ``lamina.robustness.pgd`` / ``fgsm`` (and PGD channels-last, ``lamina_pgd_nhwc``: how
+                ``lamina attack`` runs an image model; the ``*_vs_nhwc`` ratios compare against it)
   torchattacks  ``torchattacks.PGD(eps, alpha, steps, random_start=True)`` / ``torchattacks.FGSM(eps)``
   art           ``ProjectedGradientDescent(norm=inf, eps, eps_step, max_iter, num_random_init=1)`` /
                 ``FastGradientMethod(norm=inf, eps)`` on a ``PyTorchClassifier`` with clip values (0, 1)
@@ -28,6 +29,7 @@ example or two at small ``--n``).
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import statistics
 import subprocess
@@ -116,9 +118,14 @@ def contenders(model: nn.Module, a: argparse.Namespace, num_classes: int, shape:
 
         return run
 
+    # `lamina attack` runs image models channels-last (NHWC), as training does: the same weights, another layout
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     return {
         "lamina_pgd": (lambda x, y: pgd(model, x, y, eps=eps, steps=steps, step_size=a.step_size, lower=0.0, upper=1.0,
                                         random_start=True, generator=gen), seed_lamina),
+        "lamina_pgd_nhwc": (lambda x, y: pgd(nhwc, x.contiguous(memory_format=torch.channels_last), y, eps=eps,
+                                             steps=steps, step_size=a.step_size, lower=0.0, upper=1.0,
+                                             random_start=True, generator=gen), seed_lamina),
         "torchattacks_pgd": (lambda x, y: ta_pgd(x, y), seed_global),
         "art_pgd": (via_art(art_pgd), seed_global),
         "lamina_fgsm": (lambda x, y: fgsm(model, x, y, eps=eps, lower=0.0, upper=1.0), seed_lamina),
@@ -188,6 +195,9 @@ def main() -> None:
                                              "within_1_point": abs(theirs - ours) <= 0.01 + 1e-12}
             ratio[f"{peer}_{method}"] = mean_std([t / o for t, o in zip(secs[f"{peer}_{method}"],
                                                                         secs[f"lamina_{method}"], strict=True)])
+            if method == "pgd":  # against lamina as `lamina attack` runs it (channels-last)
+                ratio[f"{peer}_pgd_vs_nhwc"] = mean_std([t / o for t, o in zip(
+                    secs[f"{peer}_pgd"], secs["lamina_pgd_nhwc"], strict=True)])
     result = {
         **environment(a.device), "seeds": {"attacks": a.seed, "training": a.seed if not a.run else None},
         "peers": versions, "model": {**model_info, "tta_flip": clf.tta_flip, "clean_accuracy": clean},

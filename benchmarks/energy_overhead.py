@@ -76,8 +76,9 @@ def micro(folder: Path, calls: int) -> dict[str, float]:
     counter = choose_counter("auto", torch.device("cpu"))
     meter = EnergyMeter(folder / "micro.jsonl", counter)
 
-    class Loop:
-        step = epoch = 0
+    class Loop:  # the counters the meter reads (lamina.training.loop.Loop)
+        step = epoch = epochs = 0
+        stop_reason = ""
 
     loop = Loop()
     meter.fit_start(loop)

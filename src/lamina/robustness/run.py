@@ -126,6 +126,9 @@ def attack_run(folder: str | Path, *, method: str = "pgd", eps: Sequence[float] 
             raise LaminaError(f"eps {e:g} is larger than the whole input range under {norm} ({top:g}; inputs lie "
                               f"in [{lower:g}, {upper:g}]): give eps in raw input units (pixels in [0, 1])")
     model = RawModel(clf.model, clf.preprocess, tta_flip=clf.tta_flip).to(clf.device).eval()
+    if clf.modality == "image" and x.dim() == 4:  # NHWC, as training runs images: faster convolutions
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     clean = accuracy(model, (x, y), batch_size=batch_size)
     results, checks, kept = evaluate_robustness(
         model, x, y, num_classes=len(clf.classes), method=method, eps=eps, steps=steps, restarts=restarts,
@@ -147,9 +150,9 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, num_classes: 
     """The attacks of :func:`attack_run` on a model in memory (in eval mode, taking ``x``'s units).
 
     Runs ``method`` at each ε and what the masking checks need: the other of FGSM/PGD at each
-    ε, PGD from the clean inputs at the largest ε (:func:`max_eps`), and PGD with twice the steps
-    and with twice the restarts (at least 2) at the largest requested ε on the first
-    ``CHECK_SUBSET`` examples.
+    ε, and on the first ``CHECK_SUBSET`` examples: PGD from the clean inputs at an ε spanning the
+    whole input range (:func:`max_eps`), and PGD with twice the steps and with twice the restarts
+    (at least 2) at the largest requested ε.
 
     Returns:
         the result records (see :mod:`lamina.robustness.checks`), the checks, and per ε the first
@@ -161,9 +164,10 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, num_classes: 
     plan: list[dict[str, Any]] = []
     for e in eps:
         plan += [{"method": method, "eps": e, "role": "main"}, {"method": other, "eps": e, "role": other}]
-    plan.append({"method": "pgd", "eps": max_eps(norm, lower, upper, x[0].numel()), "role": "large-eps",
-                 "random_start": False})
     sub = min(len(y), CHECK_SUBSET)
+    # from the clean inputs, so restarts would repeat one another: one run, on the checks' subset
+    plan.append({"method": "pgd", "eps": max_eps(norm, lower, upper, x[0].numel()), "role": "large-eps",
+                 "random_start": False, "restarts": 1, "examples": sub})
     plan.append({"method": "pgd", "eps": eps[-1], "role": "more-steps", "steps": 2 * steps, "examples": sub})
     plan.append({"method": "pgd", "eps": eps[-1], "role": "more-restarts", "restarts": max(2, 2 * restarts),
                  "examples": sub})

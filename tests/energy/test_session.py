@@ -6,7 +6,6 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 
 import lamina
@@ -15,25 +14,9 @@ from lamina.reporting.energy import section_energy
 from lamina.training import checkpoint
 from lamina.training.callbacks import Callback, Interrupted
 
+pytestmark = pytest.mark.usefixtures("sigint_delivered")  # they send themselves SIGINT
+
 BASE = ["data.batch_size=16", "model.name=cnn", "model.width=4", "energy.interval=0", "train.deterministic=true"]
-
-
-@pytest.fixture(autouse=True)
-def sigint_delivered():
-    """Python's SIGINT handler for the test (the suite may run under nohup), then what was there."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    y = rng.integers(0, 3, 150)
-    x = (rng.random((150, 1, 8, 8)) * 80 + y[:, None, None, None] * 60).astype(np.uint8)
-    np.savez(path, x=x, y=y)
-    return path
 
 
 def _records(run_dir):

@@ -18,18 +18,12 @@ from lamina.reporting.curve import write_curve_report
 from lamina.studies import run_curve
 from lamina.training.callbacks import Callback, Interrupted
 
+pytestmark = pytest.mark.usefixtures("sigint_delivered")  # they send themselves SIGINT
+
 # deterministic (a resumed CPU run is bit-identical), checkpoints every 2 steps, a small MLP
 TINY = ["train.epochs=1", "train.deterministic=true", "train.checkpoint_every=2", "model.width=16",
         "train.gradient_flow_every=0"]
 FRACTIONS = [0.25, 1.0]
-
-
-@pytest.fixture(autouse=True)
-def sigint_delivered():
-    """A test here sends itself SIGINT: give it Python's handler, even under nohup, and put back what was there."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="module")

@@ -15,27 +15,10 @@ from lamina.errors import LaminaError
 from lamina.training.callbacks import Callback, Interrupted
 from lamina.training.nan_guard import NonFiniteError
 
+pytestmark = pytest.mark.usefixtures("sigint_delivered")  # they send themselves SIGINT
+
 BASE = ["train.deterministic=true", "train.checkpoint_every=3", "data.batch_size=16", "model.name=cnn",
         "model.width=4", "train.ema=0.9", "model.dropout=0.2", "data.cutout=2"]
-
-
-@pytest.fixture(autouse=True)
-def sigint_delivered():
-    """These tests send themselves SIGINT: give it Python's handler for the test, even where the suite
-    runs under nohup or as a background job (SIGINT ignored), and put back what was there."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield before
-    signal.signal(signal.SIGINT, before)
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    y = rng.integers(0, 3, 150)
-    x = (rng.random((150, 1, 8, 8)) * 80 + y[:, None, None, None] * 60).astype(np.uint8)
-    np.savez(path, x=x, y=y)
-    return path
 
 
 def _train(npz, out, *extra, callbacks=()):

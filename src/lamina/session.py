@@ -292,7 +292,9 @@ class Session:
     def describe(self) -> str:
         ds, cfg = self.ds, self.cfg
         what = getattr(ds, "summary", "") or f"{len(ds.train):,} train examples"
-        return (f"[bold]lamina[/] {self.task.name}: {cfg.model.name} ({self.model.num_params():,} parameters) on "
+        a = cfg.adversarial
+        adv = f", adversarial {a.method} eps={a.eps:g} ({a.norm})" if a.method else ""
+        return (f"[bold]lamina[/] {self.task.name}{adv}: {cfg.model.name} ({self.model.num_params():,} parameters) on "
                 f"{ds.name} ({what}) for {cfg.train.epochs} epochs on {self.engine.device} "
                 f"[{self.engine.precision}]  -> {self.out}")
 

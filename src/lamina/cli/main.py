@@ -277,7 +277,9 @@ def cmd_resume(a: argparse.Namespace) -> int:
 def _print_result(run: Any) -> None:
     s = run.summary
     if "test_accuracy" in s:
-        what = f"test accuracy {s['test_accuracy']:.4f}  (loss {s['test_loss']:.4f}, "
+        robust = (f", robust {s['test_robust_accuracy']:.4f} on {s['test_robust_examples']} examples"
+                  if "test_robust_accuracy" in s else "")
+        what = f"test accuracy {s['test_accuracy']:.4f}{robust}  (loss {s['test_loss']:.4f}, "
     else:
         what = f"validation {s['val_bpc']:.4f} bits per character  (loss {s['val_loss']:.4f} nats per token, "
     print(f"{what}{s['train_seconds']:.1f}s of training on {s['device']})  run folder: {run.dir}")

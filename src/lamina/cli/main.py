@@ -160,17 +160,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_train(a: argparse.Namespace) -> int:
-    from lamina.api import report, train
-
-    overrides = list(a.overrides)
-    data = a.data
+def _data_and_overrides(a: argparse.Namespace, missing: str) -> tuple[str | None, list[str]]:
+    """DATA and the key=value overrides of `lamina train`/`curve`; ``missing``: the error without DATA."""
+    overrides, data = list(a.overrides), a.data
     if data is not None and "=" in data and not Path(data).exists():
         overrides.insert(0, data)  # `lamina train --config c.yaml train.lr=0.1`
         data = None
     if data is None and a.config is None and not any(o.startswith("data.name=") for o in overrides):
-        raise LaminaError("lamina train needs DATA: a dataset name (lamina data list), an image folder, a .npz "
-                          "file, a .txt file or a folder of them, or --config FILE (e.g. lamina train fashion-mnist)")
+        raise LaminaError(missing)
+    return data, overrides
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from lamina.api import report, train
+
+    data, overrides = _data_and_overrides(
+        a, "lamina train needs DATA: a dataset name (lamina data list), an image folder, a .npz file, a .txt "
+           "file or a folder of them, or --config FILE (e.g. lamina train fashion-mnist)")
     run = train(data, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet, model=a.model,
                 epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, out=a.out,
                 task=a.task, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
@@ -216,13 +222,9 @@ def cmd_attack(a: argparse.Namespace) -> int:
 def cmd_curve(a: argparse.Namespace) -> int:
     from lamina.api import curve
 
-    overrides, data = list(a.overrides), a.data
-    if data is not None and "=" in data and not Path(data).exists():
-        overrides.insert(0, data)
-        data = None
-    if data is None and a.config is None and not any(o.startswith("data.name=") for o in overrides):
-        raise LaminaError("lamina curve needs DATA: a dataset name (lamina data list), an image folder or a .npz "
-                          "file (e.g. lamina curve fashion-mnist --recipe fast)")
+    data, overrides = _data_and_overrides(
+        a, "lamina curve needs DATA: a dataset name (lamina data list), an image folder or a .npz file "
+           "(e.g. lamina curve fashion-mnist --recipe fast)")
     try:
         r = curve(data, fractions=_floats(a.fractions, "--fractions"), seeds=a.seeds, compare=a.compare or (),
                   out=a.out, config=a.config, recipe=a.recipe, overrides=overrides, quiet=a.quiet)

@@ -39,8 +39,10 @@ def save_model(model: Model, folder: Path, ds: Dataset, task: Task) -> None:
     meta = {"format": MODEL_FORMAT, "arch": model.arch, "preprocess": ds.preprocess.to_dict(),
             "modality": ds.modality, "dataset": ds.name, **task.describe(),
             "lamina": __version__, "torch": torch.__version__}
-    if ds.codec is not None:
+    if ds.codec is not None and ds.modality == "text":
         meta["vocab"] = ds.codec.to_dict()
+    elif ds.codec is not None:  # audio, sequences, tables: how predict reads raw inputs
+        meta["codec"] = ds.codec.to_dict()
     write_json(folder / "model.json", meta)
 
 
@@ -106,28 +108,47 @@ class Predictor:
         self.modality: str = meta.get("modality", "")
 
 
-class Classifier(Predictor):
-    """A classifier with its preprocessing: ``predict`` raw inputs (files, arrays, tensors).
+class InputPredictor(Predictor):
+    """A model of raw inputs (not a text generator): reads them as training did, then predicts.
 
-    With ``tta_flip`` the probabilities of an image are the mean of those of the image and of its
-    mirror image (test-time flips), as the run evaluated them.
+    Inputs are read by the run's codec where it has one (WAV files, FASTA records, CSV rows), else
+    as images, token ids of texts, or arrays (see :meth:`to_batch`).
     """
 
     def __init__(self, model: Model, meta: dict[str, Any], device: torch.device | None = None) -> None:
         super().__init__(model, meta, device)
-        classes, tta_flip = meta.get("classes"), meta.get("tta_flip", False)
-        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes) and isinstance(tta_flip, bool)):
-            raise LaminaError("model.json is corrupt: 'classes' must be a list of names and 'tta_flip' true or false")
-        if len(classes) != model.num_classes:
-            raise LaminaError(f"model.json names {len(classes)} classes for a model with {model.num_classes}")
-        self.classes: list[str] = classes
-        self.tta_flip: bool = tta_flip
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.codec = None
+        self.codec: Any = None
         if self.modality == "text":
             from lamina.data.text import codec_from_dict
 
             self.codec = codec_from_dict(meta.get("vocab"))
+        elif "codec" in meta:
+            from lamina.data.codecs import codec_from_dict as read_codec
+
+            self.codec = read_codec(meta["codec"])
+
+    def read(self, inputs: Any) -> tuple[torch.Tensor, list[str]]:
+        """Raw inputs -> a batch of raw examples and a name for each (``input`` or ``input[i]``)."""
+        if self.codec is not None and hasattr(self.codec, "read") and not isinstance(inputs, torch.Tensor):
+            batch, names = self.codec.read(inputs)
+        else:
+            batch = self.to_batch(inputs)
+            items = [inputs] if isinstance(inputs, str | Path) else inputs
+            if isinstance(items, list | tuple) and len(items) == len(batch):
+                names = [str(i) if isinstance(i, str | Path) else f"[{n}]" for n, i in enumerate(items)]
+            else:
+                base = str(inputs) if isinstance(inputs, str | Path) else ""
+                names = [f"{base}[{n}]" for n in range(len(batch))]
+        return self._checked(batch), names
+
+    def _checked(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dim() == len(self.model.input_shape):
+            batch = batch.unsqueeze(0)
+        if tuple(batch.shape[1:]) != tuple(self.model.input_shape):
+            raise LaminaError(f"inputs have shape {tuple(batch.shape[1:])} per example, the model expects "
+                              f"{tuple(self.model.input_shape)}")
+        return batch
 
     def to_batch(self, inputs: Any) -> torch.Tensor:
         """Raw inputs -> a batch of raw examples (uint8 images or float arrays), shape (N, *input_shape).
@@ -137,6 +158,10 @@ class Classifier(Predictor):
         """
         from lamina.data.images import load_image
 
+        if isinstance(inputs, torch.Tensor):  # raw examples already
+            return self._checked(inputs)
+        if self.codec is not None and hasattr(self.codec, "read"):
+            return self._checked(self.codec.read(inputs)[0])
         if isinstance(inputs, str | Path):
             inputs = [inputs]
         if self.codec is not None and isinstance(inputs, list | tuple):
@@ -156,12 +181,7 @@ class Classifier(Predictor):
             except (TypeError, ValueError) as e:
                 raise LaminaError(f"cannot make a batch of these inputs ({_first_line(e)}): give arrays, tensors "
                                   "or file paths") from None
-        if batch.dim() == len(self.model.input_shape):
-            batch = batch.unsqueeze(0)
-        if tuple(batch.shape[1:]) != tuple(self.model.input_shape):
-            raise LaminaError(f"inputs have shape {tuple(batch.shape[1:])} per example, the model expects "
-                              f"{tuple(self.model.input_shape)}")
-        return batch
+        return self._checked(batch)
 
     def _encode_texts(self, inputs: list[Any] | tuple[Any, ...]) -> torch.Tensor:
         """Texts (or ``.txt`` files) -> token ids padded or cut to the model's context."""
@@ -188,6 +208,24 @@ class Classifier(Predictor):
             raise LaminaError(f"{path} is not a readable .npy array ({_first_line(e)})") from None
         t = torch.as_tensor(array)
         return t.unsqueeze(0) if t.dim() == len(self.model.input_shape) else t
+
+
+class Classifier(InputPredictor):
+    """A classifier with its preprocessing: ``predict`` raw inputs (files, arrays, tensors).
+
+    With ``tta_flip`` the probabilities of an image are the mean of those of the image and of its
+    mirror image (test-time flips), as the run evaluated them.
+    """
+
+    def __init__(self, model: Model, meta: dict[str, Any], device: torch.device | None = None) -> None:
+        super().__init__(model, meta, device)
+        classes, tta_flip = meta.get("classes"), meta.get("tta_flip", False)
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes) and isinstance(tta_flip, bool)):
+            raise LaminaError("model.json is corrupt: 'classes' must be a list of names and 'tta_flip' true or false")
+        if len(classes) != model.num_classes:
+            raise LaminaError(f"model.json names {len(classes)} classes for a model with {model.num_classes}")
+        self.classes: list[str] = classes
+        self.tta_flip: bool = tta_flip
 
     @torch.no_grad()
     def predict_proba(self, inputs: Any, batch_size: int = 1024) -> torch.Tensor:
@@ -262,7 +300,39 @@ class TextGenerator(Predictor):
     top_k = predict_proba = predict
 
 
-PREDICTORS: dict[str, type[Predictor]] = {"classify": Classifier, "language-model": TextGenerator}
+class Regressor(InputPredictor):
+    """A regression model: ``predict`` gives real numbers in the units of the training targets."""
+
+    def __init__(self, model: Model, meta: dict[str, Any], device: torch.device | None = None) -> None:
+        super().__init__(model, meta, device)
+        mean, std = meta.get("target_mean"), meta.get("target_std")
+        if not (isinstance(mean, int | float) and isinstance(std, int | float) and std > 0):
+            raise LaminaError("model.json is corrupt: 'target_mean' and 'target_std' (> 0) must be numbers")
+        self.target: str = str(meta.get("target", "target"))
+        self.mean, self.std = float(mean), float(std)
+
+    @torch.no_grad()
+    def predict_values(self, inputs: Any, batch_size: int = 1024) -> torch.Tensor:
+        """Predictions (N,) in the targets' units."""
+        batch = self.to_batch(inputs)
+        out = [self.model(self.preprocess.apply(batch[i : i + batch_size].to(self.device))).float().flatten()
+               for i in range(0, len(batch), batch_size)]
+        return torch.cat(out).cpu() * self.std + self.mean
+
+    def predict(self, inputs: Any) -> list[float]:  # type: ignore[override]
+        """The predicted value of each input."""
+        return self.predict_values(inputs).tolist()
+
+    def top_k(self, inputs: Any, k: int = 3) -> list[list[tuple[str, float]]]:
+        """One ``(target name, value)`` per input: the shape ``lamina predict`` prints for every task."""
+        return [[(self.target, v)] for v in self.predict(inputs)]
+
+    def generate(self, *args: Any, **kw: Any) -> str:
+        raise LaminaError("this run is a regression: it predicts values (lamina predict), it does not generate text")
+
+
+PREDICTORS: dict[str, type[Predictor]] = {"classify": Classifier, "regress": Regressor,
+                                          "language-model": TextGenerator}
 
 
 def load(run: str | Path, device: str = "cpu") -> Predictor:

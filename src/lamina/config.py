@@ -22,14 +22,32 @@ from lamina.errors import LaminaError, did_you_mean
 class DataConfig:
     """Where the examples come from and how batches are made."""
 
-    name: str = "fashion-mnist"  # a registered dataset, an image folder, a .npz file, a .txt file or a folder of them
-    task: str = "auto"  # auto (what the data declares) | classify | language-model
+    name: str = "fashion-mnist"  # a registered dataset, a folder of class folders (images, .wav, .txt), a .npz, .txt,
+    # .fasta/.fa/.fna(.gz), .csv/.tsv/.parquet file
+    modality: str = "auto"  # auto (detected from the files, and printed) | image | audio | text | sequence | table
+    task: str = "auto"  # auto (what the data declares) | classify | regress | language-model
     vocab: str = "char"  # text: char (the training text's characters) | byte (UTF-8 bytes, 256) | bpe (tokenizers)
     vocab_size: int = 1024  # text with vocab=bpe: size of the BPE vocabulary trained on the training split
     context: int = 0  # text: tokens per window (language model) or per example (classifier); 0: the model's default
     steps_per_epoch: int = 0  # language models: batches per epoch (validated after each); 0: one pass's worth of tokens
     text_column: str = "text"  # CSV text classification: the column holding the text
-    label_column: str = "label"  # CSV text classification: the column holding the class
+    label_column: str = ""  # tables and CSV texts: the label's column; "": label, target, class or y, else the last
+    # audio (folders of .wav files per class)
+    sample_rate: int = 16000  # every clip is resampled to this rate (Hz)
+    clip_seconds: float = 1.0  # and padded or cut to this length
+    time_shift: float = 0.1  # training: random circular shift of up to this fraction of a clip; 0 turns it off
+    noise: float = 0.5  # training: probability of mixing background noise into a clip; 0 turns it off
+    noise_snr_min: float = 5.0  # the noise's signal-to-noise ratio is drawn uniformly in [min, max] dB
+    noise_snr_max: float = 20.0
+    spec_masks: int = 2  # log-mel models, training: SpecAugment time masks and frequency masks per clip; 0: off
+    # biological sequences (FASTA)
+    label_from: str = ""  # "": the lineage rank below; header:REGEX (group 1 of a match on the header); a .csv of id,label
+    rank: str = "phylum"  # lineage labels (";"-separated, last tab field of the header): domain..genus, or an index
+    min_class_examples: int = 10  # classes with fewer examples are merged into "other" (sequences, tables); 0: never
+    kmer: int = 0  # sequences: 0 one-hot residues, k: counts of every k-mer (an MLP's input)
+    max_length: int = 0  # sequences: residues kept per record (longer ones are cut); 0: the longest record, at most 4096
+    alphabet: str = "auto"  # sequences: auto | dna | rna | protein
+    reverse_complement: bool | None = None  # training: random reverse complements (DNA/RNA); None: on for DNA/RNA
     batch_size: int = 0  # examples per step; 0: auto (256, smaller for small datasets)
     val_fraction: float = 0.05  # of the training split, held out for validation
     test_fraction: float = 0.2  # of all examples, used only when the source has no test split
@@ -45,7 +63,7 @@ class DataConfig:
 class ModelConfig:
     """Which network, and its shape. 0 means the model's own default."""
 
-    name: str = "auto"  # auto | mlp | cnn | resnet | gpt | textcnn | text-transformer
+    name: str = "auto"  # auto: the data's default (lamina models lists them all)
     width: int = 0  # channels (conv) or units (mlp) of the first stage
     depth: int = 0  # blocks per stage (cnn/resnet) or hidden layers (mlp)
     act: str = "relu"  # relu | leaky_relu | gelu | silu | tanh | sigmoid

@@ -13,6 +13,7 @@ from torch import nn
 from lamina.tasks import TASKS, Classify, LanguageModel
 from lamina.tasks.base import Task, add_sums, to_floats
 from lamina.tasks.language import TailLoader, WindowLoader
+from lamina.tasks.regress import Regress
 from lamina.training import checkpoint
 from lamina.training.engine import Engine
 from lamina.training.trainer import Trainer
@@ -42,6 +43,10 @@ def example(name: str) -> tuple[Task, nn.Module, list[tuple[torch.Tensor, torch.
         tokens = torch.randint(0, V, (200,), generator=g)
         loader = WindowLoader(tokens, context=T, batch_size=4, device=torch.device("cpu"), seed=0, steps=3)
         return LanguageModel(V, context=T), TokenModel(), list(loader)
+    if name == "regress":
+        x = torch.randn(48, 4, generator=g)
+        y = 3.0 * x[:, 0] - x[:, 1] + 10.0  # targets far from 0: the task standardises them
+        return Regress(10.0, 3.0), nn.Linear(4, 1), [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
     raise AssertionError(f"no example for task {name}: add one")
 
 

@@ -126,10 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", action="store_true", help="print JSON")
 
-    pr = sub.add_parser("predict", help="classify files with a run's saved model")
+    pr = sub.add_parser("predict", help="classify (or, for a regression, predict values of) inputs with a run's model")
     pr.add_argument("run")
-    pr.add_argument("inputs", nargs="+", help="image files (image models) or .npy arrays (others)")
+    pr.add_argument("inputs", nargs="+", help="what the model was trained on: image files, .wav files, FASTA "
+                    "files, a CSV table, .txt files, .npy arrays")
     pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--out", help="tables: write the input table with a prediction column appended to this file")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
@@ -153,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     dsub.add_parser("list", help="registered datasets and where their data is")
     f = dsub.add_parser("fetch", help="download (or locate) a dataset")
     f.add_argument("name")
+    k = dsub.add_parser("make-keywords", help="synthesise a spoken-keywords set of .wav files (espeak-ng, sox)",
+                        description="Speak each keyword in many espeak-ng voices, speeds and pitches, with noise and "
+                                    "reverb; the test split's voices are never used in training.")
+    k.add_argument("out", help="the folder to write (OUT/train/<word>/*.wav, OUT/test/<word>/*.wav)")
+    k.add_argument("--small", action="store_true", help="a quick set (a few words and voices) for a demo")
+    k.add_argument("--seed", type=int, default=0)
     i = dsub.add_parser("info", help="shapes, class counts and a PNG grid of samples")
     i.add_argument("name", help="dataset name, image folder or .npz file")
     i.add_argument("--grid", help="where to write the PNG grid (default <name>-samples.png)")
@@ -281,7 +289,10 @@ def _print_result(run: Any) -> None:
     if "test_accuracy" in s:
         robust = (f", robust {s['test_robust_accuracy']:.4f} on {s['test_robust_examples']} examples"
                   if "test_robust_accuracy" in s else "")
-        what = f"test accuracy {s['test_accuracy']:.4f}{robust}  (loss {s['test_loss']:.4f}, "
+        f1 = f", macro-F1 {s['test_macro_f1']:.4f}" if "test_macro_f1" in s else ""
+        what = f"test accuracy {s['test_accuracy']:.4f}{f1}{robust}  (loss {s['test_loss']:.4f}, "
+    elif "test_rmse" in s:
+        what = f"test RMSE {s['test_rmse']:.4g}, MAE {s['test_mae']:.4g}, R² {s['test_r2']:.4f}  ("
     else:
         what = f"validation {s['val_bpc']:.4f} bits per character  (loss {s['val_loss']:.4f} nats per token, "
     print(f"{what}{s['train_seconds']:.1f}s of training on {s['device']})  run folder: {run.dir}")
@@ -305,15 +316,39 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if a.top_k < 1:
         raise LaminaError(f"--top-k must be at least 1, got {a.top_k}")
     model = load(a.run, device=a.device)
+    if not hasattr(model, "read"):
+        raise LaminaError(f"{a.run} is a {model.task} run: it does not predict from inputs "
+                          "(a language model generates: lamina generate RUN --prompt ...)")
+    if a.out:
+        return _predict_table(model, a)
     rows: list[tuple[str, list[tuple[str, float]]]] = []
-    for item in a.inputs:  # a .npy file may hold a batch: one answer per example, named file[i]
-        found = model.top_k(item, k=a.top_k)
-        rows += [(item if len(found) == 1 else f"{item}[{i}]", r) for i, r in enumerate(found)]
+    for item in a.inputs:  # a file may hold many examples (a .npy batch, FASTA records, table rows): one answer each
+        batch, names = model.read(item)  # type: ignore[attr-defined]
+        found = model.top_k(batch, k=a.top_k)  # type: ignore[attr-defined]
+        rows += list(zip(names, found, strict=True))
     if a.json:
-        print(json.dumps([{"input": name, "top": [{"class": c, "probability": v} for c, v in r]} for name, r in rows]))
+        key = "value" if model.task == "regress" else "probability"
+        print(json.dumps([{"input": name, "top": [{"class" if key == "probability" else "target": c, key: v}
+                                                  for c, v in r]} for name, r in rows]))
     else:
         for name, r in rows:
-            print(f"{name}: " + ", ".join(f"{c} {v:.3f}" for c, v in r))
+            print(f"{name}: " + ", ".join(f"{c} {v:.4g}" if model.task == "regress" else f"{c} {v:.3f}"
+                                          for c, v in r))
+    return 0
+
+
+def _predict_table(model: Any, a: argparse.Namespace) -> int:
+    """``lamina predict RUN table.csv --out preds.csv``: the table with a prediction column appended."""
+    if model.modality != "table" or len(a.inputs) != 1:
+        raise LaminaError("--out writes a table with predictions appended: give one .csv/.tsv/.parquet file to a "
+                          "run trained on a table")
+    from lamina.data.tabular import write_predictions
+
+    values = model.predict(a.inputs[0])
+    target = model.meta.get("target") or "class"
+    column = f"predicted_{target}"
+    write_predictions(a.inputs[0], a.out, values, column)
+    print(f"wrote {a.out}: {len(values)} rows with '{column}' appended")
     return 0
 
 
@@ -349,6 +384,16 @@ def cmd_data(a: argparse.Namespace) -> int:
             print(f"{name:<15} {entry.description}  [{sources.dataset_status(name)}]")
     elif a.data_command == "fetch":
         print(sources.fetch(a.name))
+    elif a.data_command == "make-keywords":
+        from rich.console import Console
+
+        from lamina.data.keywords import make_keywords
+
+        made = make_keywords(Path(a.out), small=a.small, seed=a.seed, console=Console(stderr=True))
+        splits = ", ".join(f"{k} {v}" for k, v in (made.get("clips") or {}).items()) if isinstance(
+            made.get("clips"), dict) else ""
+        print(f"wrote {a.out}{': ' + splits + ' clips' if splits else ''} (settings and voices in {a.out}/keywords.json);"
+              f" train on it with: lamina train {a.out}")
     elif a.data_command == "info":
         from lamina.config import DataConfig
         from lamina.data.base import build_dataset

@@ -107,8 +107,23 @@ class Split:
         return Split(x, None if self.y is None else self.y[idx])
 
 
-TASKS = ("classify", "language-model")
-MODALITIES = ("image", "signal", "vector", "text")
+TASKS = ("classify", "regress", "language-model")
+MODALITIES = ("image", "audio", "text", "sequence", "table", "signal", "vector")
+
+
+class Codec(Protocol):
+    """How a modality's raw inputs (WAV files, FASTA records, CSV rows) become raw examples, saved in
+    ``model.json`` (``to_dict``) so that ``predict`` reads new inputs exactly as training read its
+    data. Each modality's module has ``codec_from_dict`` (see :mod:`lamina.data.codecs`)."""
+
+    kind: str  # the modality: "audio", "sequence", "table"
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def read(self, inputs: Any) -> tuple[Tensor, list[str]]:
+        """User inputs (paths, strings, rows, arrays) -> raw examples ``(N, *input_shape)`` and a
+        name for each (the file, the record id, the row number)."""
+        ...
 
 
 @dataclass
@@ -117,7 +132,11 @@ class Dataset:
 
     ``task`` and ``modality`` are declared by the loader that read the data (``data.task``
     overrides the task where the data allows another). ``codec`` is the text vocabulary
-    (:mod:`lamina.data.text`) for ``modality == "text"``.
+    (:mod:`lamina.data.text`) for ``modality == "text"``, and a :class:`Codec` for audio,
+    sequences and tables. The loader also declares the model a run uses when ``model.name`` is
+    ``auto`` (``default_model``), the model arguments the data fixes (``model_kwargs``: a
+    vocabulary size, the categorical columns of a table...), and its training-time augmentation
+    (``augment``: a callable ``(x, generator) -> x`` on raw batches, with ``active``).
     """
 
     name: str
@@ -133,6 +152,11 @@ class Dataset:
     codec: Any = None  # text: the vocabulary (encode/decode), saved with the model
     summary: str = ""  # what was detected, in a line ("text: 4.03 M characters, ...")
     chars_per_token: float = 1.0  # text: characters per token of the validation tail (for bits per character)
+    default_model: str = ""  # the model for model.name=auto; "": by modality (see lamina.tasks.classify)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # model arguments the data fixes (create_model's)
+    augment: Any = None  # training augmentation of raw batches; None: the modality's default (images: from data.*)
+    notes: list[str] = field(default_factory=list)  # what the loader decided (printed, and kept in summary.json)
+    target_name: str = ""  # regression: the label column's name (predictions are in its units)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -241,6 +265,8 @@ def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
     from lamina.data import sources  # registers the built-ins and resolves paths
 
     ds = sources.load(cfg)
+    if ds.task == "regress":
+        return _regression_splits(ds, cfg, seed)
     if ds.task != "classify":  # the task's own loader made its splits (e.g. a text's contiguous tail)
         return ds
     if ds.train.y is None:
@@ -263,4 +289,30 @@ def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
         ds.preprocess = replace(ds.preprocess, mean=mean, std=std)
     if cfg.flip is not None:
         ds.flip = cfg.flip
+    return ds
+
+
+def random_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split off ``fraction`` of the examples at random (deterministic in ``seed``): (rest, held_out)."""
+    if not 0.0 < fraction < 1.0:
+        raise LaminaError(f"split fraction must lie strictly between 0 and 1, got {fraction}")
+    n = len(split)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+    return split.take(perm[k:].sort().values), split.take(perm[:k].sort().values)
+
+
+def _regression_splits(ds: Dataset, cfg: DataConfig, seed: int) -> Dataset:
+    """Test and validation splits of real-valued targets: random, not stratified (there are no classes)."""
+    for name, s in ds.splits().items():
+        if s.y is None or not s.y.dtype.is_floating_point or s.y.dim() != 1:
+            raise LaminaError(f"{ds.name}: regression targets of the {name} split must be real numbers, shape (N,)")
+        if not torch.isfinite(s.y).all():
+            raise LaminaError(f"{ds.name}: the {name} split has NaN or infinite targets; drop or fill those rows")
+    if ds.test is None:
+        ds.train, ds.test = random_split(ds.train, cfg.test_fraction, seed)
+    if ds.val is None and cfg.val_fraction > 0:
+        ds.train, ds.val = random_split(ds.train, cfg.val_fraction, seed + 1)
+    if len(ds.train) < 2:
+        raise LaminaError(f"{ds.name}: fewer than 2 training examples left after splitting; add data")
     return ds

@@ -280,6 +280,38 @@ def load_austen_novels(cfg: DataConfig) -> Dataset:
     return classification_dataset("austen-novels", *pick(train), cfg, test=pick(test), source=str(austen.austen_dir()))
 
 
+@register_dataset("rrna16s", "16S rRNA gold set: 5,181 bacterial 16S genes (FASTA), their phylum (data.rank) as "
+                  "the label", fetch=lambda: _fasta().fetch_rrna16s())
+def load_rrna16s(cfg: DataConfig) -> Dataset:
+    return _fasta().load_rrna16s(cfg)  # type: ignore[no-any-return]
+
+
+def _sklearn_table(name: str, cfg: DataConfig) -> Dataset:
+    """scikit-learn's bundled table ``name`` written once as a CSV in the cache, then read as any table."""
+    from lamina.data import tabular
+
+    path = cache_dir() / "tables" / f"{name}.csv"
+    if not path.is_file():  # written beside, then renamed: a concurrent run never reads half a file
+        part = tabular.write_sklearn_table(name, path.with_name(f".{name}.{os.getpid()}.csv"))
+        os.replace(part, path)
+    ds = tabular.load_table(path, cfg)
+    ds.name = name
+    return ds
+
+
+register_dataset("wine", "scikit-learn's wine table: 178 wines, 13 chemical measurements, 3 cultivars (no download)")(
+    functools.partial(_sklearn_table, "wine"))
+register_dataset("diabetes", "scikit-learn's diabetes table: 442 patients, 10 measurements, disease progression "
+                 "(regression, no download)", task="regress")(functools.partial(_sklearn_table, "diabetes"))
+
+
+def _fasta() -> Any:
+    """lamina.data.fasta, imported on use (it imports this module's cache_dir)."""
+    from lamina.data import fasta
+
+    return fasta
+
+
 def _austen() -> Any:
     """lamina.data.austen, imported on use (it imports this module's cache_dir)."""
     from lamina.data import austen
@@ -293,4 +325,7 @@ STATUS: dict[str, Callable[[], str]] = {
     "mnist1d": mnist1d_status,
     "austen": lambda: _austen().austen_status(),
     "austen-novels": lambda: _austen().austen_status(),
+    "rrna16s": lambda: _fasta().rrna16s_status(),
+    "wine": lambda: "written from scikit-learn on first use (pip install scikit-learn)",
+    "diabetes": lambda: "written from scikit-learn on first use (pip install scikit-learn)",
 }

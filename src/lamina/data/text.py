@@ -321,12 +321,13 @@ def _load_csv(path: Path, cfg: DataConfig) -> Dataset:
     if not rows:
         raise LaminaError(f"{path} has no rows")
     columns = list(rows[0])
-    for key, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+    label_column = cfg.label_column or "label"
+    for key, column in (("data.text_column", cfg.text_column), ("data.label_column", label_column)):
         if column not in columns:
             raise LaminaError(f"{path} has no column '{column}' ({key}); its columns are "
                               f"{', '.join(json.dumps(c) for c in columns)}: set {key}=NAME")
     texts = [r[cfg.text_column] or "" for r in rows]
-    labels = [(r[cfg.label_column] or "").strip() for r in rows]
+    labels = [(r[label_column] or "").strip() for r in rows]
     return classification_dataset(path.name, texts, labels, cfg, source=str(path))
 
 

@@ -267,11 +267,15 @@ class _Inspection:
 
     def attributions(self) -> None:
         n = min(ATTRIBUTION_EXAMPLES, len(self.test))
-        x, y = next(iter(self.batches(self.test.take(torch.arange(n)))))
+        picked = _one_per_class(self.test.y, n) if self.ds.modality == "audio" else torch.arange(n)
+        x, y = next(iter(self.batches(self.test.take(picked))))
         with torch.no_grad(), eval_mode(self.model):
             pred = _probs(self.predictor, x).argmax(1)
-        if self.is_text:
+        if self.is_text or self.is_residues:
             self.text_attributions(x, y, pred)
+            return
+        if self.ds.modality == "audio":
+            self.audio_attributions(x, y, pred)
             return
         maps = attributions(self.model, x, pred)
         if "grad_cam" not in maps:
@@ -288,12 +292,24 @@ class _Inspection:
         for i, (ids, v) in enumerate(zip(x.cpu().tolist(), values.tolist(), strict=True)):
             keep = [j for j, t in enumerate(ids) if t != PAD]
             examples.append({"index": int(self.test_idx[i]), "label": int(y[i]), "predicted": int(pred[i]),
-                             "tokens": token_texts(self.predictor.codec, [ids[j] for j in keep]),
+                             "tokens": self.token_texts([ids[j] for j in keep]),
                              "values": [round(v[j], 5) for j in keep]})
-        self.skipped["grad_cam"] = "text inputs have no spatial dims"
+        self.skipped["grad_cam"] = "token inputs (text, residues) have no spatial dims"
         _write(self.out / "attributions.json", {
             "kind": "tokens", "method": "integrated_gradients", "layer": embedding_layer(self.model)[0],
             "baseline": "padding", "target": "predicted", "examples": examples})
+
+    def audio_attributions(self, x: Tensor, y: Tensor, pred: Tensor) -> None:
+        """Log-mel inputs and gradient × input over (mel bin, frame), or frames for a waveform model."""
+        from lamina.inspection.audio import audio_attributions
+
+        rate = int(self.model.arch.get("sample_rate") or self.cfg.data.sample_rate)
+        found = audio_attributions(self.model, x, pred, sample_rate=rate)
+        self.skipped["grad_cam"] = "audio: attributions are drawn over the log-mel's time and frequency"
+        _write(self.out / "attributions.json", {
+            "kind": "audio", "method": "gradient_x_input", "axes": found["axes"], "target": "predicted",
+            "labels": y.cpu().tolist(), "predicted": pred.cpu().tolist(), "hop": found["hop"], "sample_rate": found["sample_rate"],
+            "mel": _rounded(found["mel"], 3), "attribution": _rounded(found["attribution"], 5)})
 
     def confusion(self) -> None:
         matrix, wrong = _predictions(self.predictor, iter(self.batches(self.test)), self.ds.num_classes, self.test_idx)
@@ -312,6 +328,20 @@ class _Inspection:
         return self.ds.modality == "text" and getattr(self.predictor, "codec", None) is not None
 
     @property
+    def is_residues(self) -> bool:
+        """Biological sequences as residue ids (not k-mer counts)."""
+        return self.ds.modality == "sequence" and self.predictor.preprocess.kind == "tokens"
+
+    def token_texts(self, ids: list[int]) -> list[str]:
+        """What each token id stands for: text pieces, or residue letters."""
+        if self.is_residues:
+            from lamina.models.sequence import get_alphabet
+
+            letters = get_alphabet(self.predictor.codec.alphabet).letters
+            return [letters[i - 1] if 0 < i <= len(letters) else "?" for i in ids]
+        return token_texts(self.predictor.codec, ids)
+
+    @property
     def is_image(self) -> bool:
         return self.ds.modality == "image" and self.ds.test is not None and self.ds.test.x.dim() == 4
 
@@ -319,6 +349,18 @@ class _Inspection:
         """Raw test images at ``indices`` as (C, H, W) values in [0, 1], 3 decimals (for the report)."""
         x = self.ds.test.x[torch.tensor(indices, dtype=torch.long)].float() / self.predictor.preprocess.scale
         return _rounded(x.clamp(0, 1), 3)
+
+
+def _one_per_class(y: Tensor | None, n: int) -> Tensor:
+    """``n`` positions taking the classes in turn (the first example of each class, then the second...)."""
+    if y is None:
+        return torch.arange(n)
+    order = torch.argsort(y, stable=True)
+    rank = torch.empty_like(order)
+    for c in torch.unique(y):  # the position of each example within its class
+        members = order[y[order] == c]
+        rank[members] = torch.arange(len(members))
+    return torch.argsort(rank * (int(y.max()) + 1) + y, stable=True)[:n]
 
 
 def _check_data(folder: Path, ds: Dataset, predictor: Classifier) -> Split:

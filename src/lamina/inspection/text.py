@@ -171,11 +171,14 @@ def next_char_probes(
                        "test": torch.bincount(yte, minlength=k).tolist()}}
 
 
-def embedding_layer(model: nn.Module) -> tuple[str, nn.Embedding]:
-    """The first ``nn.Embedding`` of the model's stages (the token embedding) and its name."""
+def embedding_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    """The first token embedding of the model's stages and its name: an ``nn.Embedding`` (B, T, C)
+    or a sequence model's residue one-hot (:class:`~lamina.models.sequence.OneHot`, (B, S, T))."""
+    from lamina.models.sequence import OneHot
+
     for stage_name, stage in model_stages(model):
         for name, m in stage.named_modules():
-            if isinstance(m, nn.Embedding):
+            if isinstance(m, nn.Embedding | OneHot):
                 return f"{stage_name}.{name}" if name else stage_name, m
     raise LaminaError(f"{type(model).__name__} has no token embedding in its stages: token attributions need one")
 
@@ -205,4 +208,7 @@ def token_attributions(model: nn.Module, ids: Tensor, target: Tensor | int, *, p
         lig = attr.LayerIntegratedGradients(model, layer)
         a = lig.attribute(ids, baselines=torch.full_like(ids, pad), target=tgt, n_steps=steps,
                           internal_batch_size=max(len(ids), 1) * 8)
-    return a.detach().float().sum(dim=-1).cpu()  # (B, T, C) -> (B, T)
+    from lamina.models.sequence import OneHot
+
+    features = 1 if isinstance(layer, OneHot) else -1  # a one-hot is (B, S, T), an embedding (B, T, C)
+    return a.detach().float().sum(dim=features).cpu()  # (B, T)

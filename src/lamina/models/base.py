@@ -34,7 +34,7 @@ class Model(nn.Module):
 
     Args:
         input_shape: shape of one example, without the batch dimension.
-        num_classes: number of output logits (at least 2).
+        num_classes: number of outputs: the classes of a classifier (at least 2), 1 for a regression.
     """
 
     name: ClassVar[str] = ""  # the registry name of the leaf class
@@ -55,8 +55,8 @@ class Model(nn.Module):
         shape = tuple(int(s) for s in input_shape)
         if not shape or any(s < 1 for s in shape):
             raise LaminaError(f"input shape must be positive sizes, got {tuple(input_shape)}")
-        if int(num_classes) < 2:
-            raise LaminaError(f"a classifier needs at least 2 classes, got num_classes={num_classes}")
+        if int(num_classes) < 1:
+            raise LaminaError(f"a model needs at least 1 output (a classifier 2 classes), got num_classes={num_classes}")
         self.input_shape = shape
         self.num_classes = int(num_classes)
         self.num_features = 0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lamina.errors import LaminaError, did_you_mean
+from lamina.models import audio, sequence, tabular
 from lamina.models.base import Model
 from lamina.models.cnn import CNN, ResNet
 from lamina.models.mlp import MLP
@@ -22,14 +23,17 @@ from lamina.models.transformer import GPT
 from lamina.registry import Registry
 
 MODELS: Registry[Callable[..., Model]] = Registry("model")
-for _cls in (MLP, CNN, ResNet, GPT, TextCNN, TextTransformer):
+for _cls in (MLP, CNN, ResNet, GPT, TextCNN, TextTransformer, *audio.REGISTERED, *sequence.REGISTERED,
+             *tabular.REGISTERED):
     MODELS.register(_cls.name, _cls)
 
 # The keyword arguments of create_model that come from ModelConfig (its fields besides the name);
 # each model takes the subset in its ``hparams``.
 MODEL_KWARGS: tuple[str, ...] = ("width", "depth", "act", "norm", "dropout", "heads", "positions")
-# Keyword arguments that come from the data instead: the vocabulary size of token-id models.
-DATA_KWARGS: tuple[str, ...] = ("vocab",)
+# Keyword arguments that come from the data instead (``Dataset.model_kwargs``): the vocabulary size of
+# token-id models, a sequence's alphabet (dna | rna | protein), an audio model's sample rate and
+# SpecAugment masks, the cardinalities of a table's categorical columns.
+DATA_KWARGS: tuple[str, ...] = ("vocab", "alphabet", "sample_rate", "spec_masks", "categories")
 
 
 def auto_model_name(input_shape: Sequence[int]) -> str:
@@ -59,8 +63,8 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
             f"unknown model argument '{unknown[0]}': {did_you_mean(unknown[0], valid)}",
             hint="valid arguments: " + ", ".join(valid),
         )
-    if num_classes is None or int(num_classes) < 2:
-        raise LaminaError(f"a classifier needs at least 2 classes, got num_classes={num_classes}")
+    if num_classes is None or int(num_classes) < 1:
+        raise LaminaError(f"a model needs at least 1 output (a classifier 2 classes), got num_classes={num_classes}")
     shape = tuple(int(s) for s in input_shape)
     key = str(name).strip().lower()
     if key == "auto":

@@ -44,10 +44,16 @@ def section_summary(run: RunFolder) -> Section:
         examples = (f"{s.get('train_examples', '—')} training tokens, {s.get('val_tokens', '—')} validation "
                     f"tokens, windows of {s.get('context', data.get('context', '—'))}")
         loss = ("validation loss", f"{_num(s.get('val_loss'), 4)} nats per token")
+    elif "test_rmse" in s:  # a regression
+        headline = ("test RMSE", _num(s.get("test_rmse"), 4))
+        examples = f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"
+        loss = ("test MAE, R²", f"{_num(s.get('test_mae'), 4)}, {_num(s.get('test_r2'), 4)}")
     else:
         headline = ("test accuracy", pct(s.get("test_accuracy"), 2))
         examples = f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"
         loss = ("test loss", _num(s.get("test_loss"), 4))
+        if isinstance(s.get("test_macro_f1"), int | float):
+            loss = ("test loss, macro-F1", f"{_num(s.get('test_loss'), 4)}, {_num(s['test_macro_f1'], 4)}")
     cards = [headline, ("parameters", params), ("training time", duration(s.get("train_seconds"))),
              ("epochs", s.get("epochs", "—"))]
     recipe = ", ".join(f"{k} {train[k]}" for k in ("optimizer", "lr", "schedule") if k in train)
@@ -64,6 +70,9 @@ def section_summary(run: RunFolder) -> Section:
     ]
     if s.get("stop_reason"):
         rows.append(("stopped early", s["stop_reason"]))
+    notes = s.get("data_notes")
+    if isinstance(notes, list) and notes:
+        rows.insert(1, ("data", "; ".join(str(n) for n in notes)))
     ins = run.json("inspection/inspection.json")
     if isinstance(ins, dict):
         secs = ins.get("seconds") if isinstance(ins.get("seconds"), dict) else {}
@@ -75,7 +84,10 @@ def section_summary(run: RunFolder) -> Section:
     body = '<div class="cards">' + "".join(
         f"<div class=\"card\"><span>{esc(k)}</span><b>{esc(v)}</b></div>" for k, v in cards) + "</div>"
     body += table([(k, str(v)) for k, v in rows], kv=True)
-    if not (run.path / "inspection").is_dir():
+    if run_task(run) == "regress":
+        body += note("lamina inspect does not describe regressions yet: this report has no probes, CKA or "
+                     "attributions.")
+    elif not (run.path / "inspection").is_dir():
         body += note("No inspection yet: run lamina inspect on this folder to add what each layer learned.")
     return Section("summary", "Summary", body)
 
@@ -315,7 +327,21 @@ def section_confusion(run: RunFolder) -> Section | None:
                 tail = para("The most confident mistakes:") + table(
                     [(m["index"], lab(m["true"]), lab(m["predicted"]), pct(m["confidence"])) for m in mistakes[:10]],
                     ["test index", "true", "predicted", "confidence"])
-    return Section("confusion", "Confusion & mistakes", intro + figures_block(*figs) + tail)
+    return Section("confusion", "Confusion & mistakes", intro + figures_block(*figs) + _per_class_table(run) + tail)
+
+
+def _per_class_table(run: RunFolder) -> str:
+    """Precision, recall, F1 and support per class (from summary.json), largest classes first: with
+    unbalanced classes the accuracy hides the small ones, the macro-F1 does not."""
+    rows = run.summary.get("per_class")
+    if not isinstance(rows, dict) or not rows:
+        return ""
+    items = sorted(((str(k), v) for k, v in rows.items() if isinstance(v, dict)),
+                   key=lambda kv: -int(kv[1].get("support", 0)))
+    macro = run.summary.get("test_macro_f1")
+    head = para(f"Per class on the test split (macro-F1 {_num(macro, 4)}: the unweighted mean of the F1 column).")
+    return head + table([(k, v.get("support", "—"), pct(v.get("precision")), pct(v.get("recall")), _num(v.get("f1"), 3))
+                         for k, v in items[:40]], ["class", "test examples", "precision", "recall", "F1"])
 
 
 def _clip(text: Any, n: int = 300) -> str:

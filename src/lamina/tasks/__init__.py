@@ -4,7 +4,8 @@ from lamina.registry import Registry
 from lamina.tasks.base import Task as Task
 from lamina.tasks.classify import Classify as Classify
 from lamina.tasks.language import LanguageModel as LanguageModel
+from lamina.tasks.regress import Regress as Regress
 
 TASKS: Registry[type[Task]] = Registry("task")
-for _cls in (Classify, LanguageModel):
+for _cls in (Classify, Regress, LanguageModel):
     TASKS.register(_cls.name, _cls)

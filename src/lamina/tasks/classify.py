@@ -66,25 +66,13 @@ class Classify(Task):
         return cls(ds.num_classes, label_smoothing=cfg.train.label_smoothing, tta_flip=tta, classes=ds.classes)
 
     def build_model(self, m: ModelConfig, ds: Dataset) -> Model:
-        kw: dict[str, Any] = dict(width=m.width, depth=m.depth, act=m.act, norm=m.norm, dropout=m.dropout,
-                                  heads=m.heads, positions=m.positions)
-        if ds.codec is not None:  # token ids in: the model embeds them
-            kw["vocab"] = ds.codec.size
-        name = m.name
-        if name == "auto" and ds.modality == "text":
-            name = "textcnn"
-        if name in MODELS and getattr(MODELS.get(name), "feature_layout", "") == "tokens" and m.norm == "batch":
-            # a Transformer over tokens normalises per position (layer norm): lamina's default "batch"
-            # (for convolutions) means the model's own default there
-            kw.pop("norm")
-        # 0 / "" mean the model's default: leave them out, so models without heads or positions accept the rest
-        return create_model(name, ds.input_shape, ds.num_classes, **{k: v for k, v in kw.items() if v or k == "act"})
+        return build_model_for(m, ds, ds.num_classes)
 
     def loaders(self, ds: Dataset, d: DataConfig, *, device: torch.device, seed: int,
                 channels_last: bool) -> dict[str, Any]:
-        """Training batches shuffled and augmented (images only: the data declares its modality);
-        evaluation batches of at least 1,024 examples, in order."""
-        augment = Augment(translate=d.translate, flip=ds.flip, cutout=d.cutout) if ds.modality == "image" else None
+        """Training batches shuffled and augmented (as the data declares: ``Dataset.augment``, or for
+        images from ``data.*``); evaluation batches of at least 1,024 examples, in order."""
+        augment = training_augment(ds, d)
         loaders: dict[str, Any] = {
             "train": make_loader(ds.train, kind=d.loader, batch_size=d.batch_size, device=device,
                                  preprocess=ds.preprocess, train=True, augment=augment, seed=seed,
@@ -104,9 +92,49 @@ class Classify(Task):
                       ) -> dict[str, Any]:
         """The run's ``summary.json`` metrics: the test split's accuracy first (the headline)."""
         m = self.evaluate(model, loaders["test"], autocast=autocast)
-        return {"test_accuracy": m["accuracy"], "test_loss": m["loss"],
+        f1 = per_class_f1(m["confusion"])
+        return {"test_accuracy": m["accuracy"], "test_macro_f1": f1["macro_f1"], "test_loss": m["loss"],
                 "per_class_accuracy": dict(zip(self.classes, m["per_class_accuracy"], strict=True)),
+                "per_class": dict(zip(self.classes, f1["per_class"], strict=True)),
                 "confusion": m["confusion"], "test_examples": m["examples"], "tta_flip": self.tta_flip}
+
+
+# The model of a modality when neither model.name nor the dataset (``Dataset.default_model``) names one.
+DEFAULT_MODELS = {"text": "textcnn", "audio": "melcnn", "sequence": "seqresnet", "table": "tabmlp"}
+
+
+def build_model_for(m: ModelConfig, ds: Dataset, outputs: int) -> Model:
+    """The network ``m`` names (``auto``: the data's default) for ``ds``, with ``outputs`` outputs.
+
+    The arguments the data fixes (``Dataset.model_kwargs``, e.g. a vocabulary size) are passed
+    along with those of ``m``; 0 / "" in ``m`` mean the model's default.
+    """
+    kw: dict[str, Any] = dict(width=m.width, depth=m.depth, act=m.act, norm=m.norm, dropout=m.dropout,
+                              heads=m.heads, positions=m.positions)
+    if ds.codec is not None and ds.modality == "text":  # token ids in: the model embeds them
+        kw["vocab"] = ds.codec.size
+    name = m.name
+    if name == "auto":
+        name = ds.default_model or DEFAULT_MODELS.get(ds.modality, "auto")
+    if name in MODELS and getattr(MODELS.get(name), "feature_layout", "") == "tokens" and m.norm == "batch":
+        # a Transformer over tokens normalises per position (layer norm): lamina's default "batch"
+        # (for convolutions) means the model's own default there
+        kw.pop("norm")
+    kw = {k: v for k, v in kw.items() if v or k == "act"}  # 0 / "" mean the model's default
+    if name in MODELS:  # the data's arguments that this model takes (a k-mer MLP takes no alphabet)
+        takes = getattr(MODELS.get(name), "hparams", ())
+        kw.update({k: v for k, v in ds.model_kwargs.items() if k in takes})
+    return create_model(name, ds.input_shape, outputs, **kw)
+
+
+def training_augment(ds: Dataset, d: DataConfig) -> Any:
+    """The augmentation of training batches: the dataset's own, or for images flips, translations
+    and cutout from ``data.*``; None for data without one."""
+    if ds.augment is not None:
+        return ds.augment
+    if ds.modality == "image":
+        return Augment(translate=d.translate, flip=ds.flip, cutout=d.cutout)
+    return None
 
 
 class ClassificationMetrics:
@@ -138,6 +166,27 @@ class ClassificationMetrics:
             "confusion": cm.tolist(),
             "examples": n,
         }
+
+
+def per_class_f1(confusion: list[list[int]]) -> dict[str, Any]:
+    """Precision, recall, F1 and support of each class, and their unweighted mean F1 (macro-F1),
+    from a confusion matrix (rows: true class, columns: predicted), as scikit-learn defines them
+    (a class never predicted has precision 0; a class absent from the data is left out of the mean).
+
+    >>> per_class_f1([[2, 0], [1, 1]])["macro_f1"]
+    0.7333333333333334
+    """
+    cm = torch.tensor(confusion, dtype=torch.float64)
+    tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(tp))
+    present = support > 0
+    macro = float(f1[present].mean()) if bool(present.any()) else 0.0
+    rows = [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for p, r, f, n in zip(precision, recall, f1, support, strict=True)]
+    return {"macro_f1": macro, "per_class": rows}
 
 
 def flip_tta_log_probs(model: nn.Module, x: Tensor) -> Tensor:

@@ -33,8 +33,9 @@ from rich.console import Console
 import lamina
 from lamina.config import DataConfig
 from lamina.data.base import Split, stratified_split
-from lamina.data.fasta import kmer_counts, kmer_index, lineage, load_fasta, macro_f1, read_fasta, rrna16s_path
+from lamina.data.fasta import kmer_counts, kmer_index, lineage, load_fasta, read_fasta, rrna16s_path
 from lamina.models.sequence import ALPHABETS
+from lamina.tasks.classify import per_class_f1 as macro_f1
 
 DEFAULT_FASTA = "/tmp/16s/x/usr/share/microbiomeutil-data/RESOURCES/rRNA16S.gold.fasta"
 SEED = 0

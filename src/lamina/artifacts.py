@@ -39,6 +39,8 @@ def save_model(model: Model, folder: Path, ds: Dataset, task: Task) -> None:
     meta = {"format": MODEL_FORMAT, "arch": model.arch, "preprocess": ds.preprocess.to_dict(),
             "modality": ds.modality, "dataset": ds.name, **task.describe(),
             "lamina": __version__, "torch": torch.__version__}
+    if ds.target_name:
+        meta.setdefault("target", ds.target_name)  # what is predicted: a table's label column
     if ds.codec is not None and ds.modality == "text":
         meta["vocab"] = ds.codec.to_dict()
     elif ds.codec is not None:  # audio, sequences, tables: how predict reads raw inputs

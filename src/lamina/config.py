@@ -44,7 +44,7 @@ class DataConfig:
     label_from: str = ""  # "": the lineage rank below; header:REGEX (group 1 of a match on the header); a .csv of id,label
     rank: str = "phylum"  # lineage labels (";"-separated, last tab field of the header): domain..genus, or an index
     min_class_examples: int = 10  # classes with fewer examples are merged into "other" (sequences, tables); 0: never
-    kmer: int = 0  # sequences: 0 one-hot residues, k: counts of every k-mer (an MLP's input)
+    kmer: int = -1  # sequences: k-mer frequencies (an MLP's input); -1: 6 for DNA/RNA, 3 for protein; 0: one-hot residues
     max_length: int = 0  # sequences: residues kept per record (longer ones are cut); 0: the longest record, at most 4096
     alphabet: str = "auto"  # sequences: auto | dna | rna | protein
     reverse_complement: bool | None = None  # training: random reverse complements (DNA/RNA); None: on for DNA/RNA
@@ -70,7 +70,7 @@ class ModelConfig:
     norm: str = "batch"  # batch | layer | group | none
     dropout: float = 0.0  # before the classifier (Transformers: in attention and MLP too)
     heads: int = 0  # Transformers: attention heads; 0: width // 64 (at least 1)
-    positions: str = ""  # Transformers: learned | rotary; empty: the model's default
+    positions: str = ""  # Transformers: learned | rotary | sinusoidal (seqtransformer); empty: the model's default
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from lamina.data.fasta import (
     kmer_rc_permutation,
     lineage,
     load_fasta,
-    macro_f1,
     merge_rare,
     read_fasta,
     record_labels,
@@ -239,7 +238,9 @@ def _motif_fasta(path: Path, n: int = 120, seed: int = 0, length: int = 80, copi
 
 
 def test_dataset_contract(tmp_path: Path) -> None:
-    ds = load_fasta(_motif_fasta(tmp_path / "m.fasta", n=30), DataConfig())
+    auto = load_fasta(_motif_fasta(tmp_path / "m.fasta", n=30), DataConfig())  # data.kmer=-1: 6-mers for DNA
+    assert auto.train.x.shape == (30, 4**6) and auto.default_model == "mlp" and auto.codec.kmer == 6
+    ds = load_fasta(tmp_path / "m.fasta", DataConfig(kmer=0))
     assert ds.modality == "sequence" and ds.task == "classify" and ds.classes == ["Alpha", "Beta", "Gamma"]
     assert ds.train.x.dtype == torch.int64 and ds.train.x.shape == (30, max(len(r.sequence) for r in read_fasta(tmp_path / "m.fasta")))
     assert ds.preprocess.kind == "tokens" and ds.default_model == "seqresnet"
@@ -265,16 +266,6 @@ def test_codec_round_trip_reads_files_and_strings(tmp_path: Path) -> None:
         assert names2 == ["[0]", "[1]"] and torch.equal(x2, ds.train.x[:2])
     with pytest.raises(LaminaError, match="'Q' at residue 2"):
         codec.read(["AQGT"])
-
-
-def test_macro_f1_against_a_hand_count() -> None:
-    m = macro_f1([[8, 2, 0], [0, 10, 0], [0, 5, 5]])
-    # precision: 8/8, 10/17, 5/5; recall: 0.8, 1.0, 0.5
-    f1 = [2 * 0.8 / 1.8, 2 * (10 / 17) / (10 / 17 + 1), 2 * 0.5 / 1.5]
-    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
-    assert m["per_class"][1]["precision"] == pytest.approx(10 / 17) and m["per_class"][2]["support"] == 10
-    with pytest.raises(LaminaError, match="square"):
-        macro_f1([[1, 2]])
 
 
 # -- end to end -------------------------------------------------------------------------------------

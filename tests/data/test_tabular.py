@@ -107,10 +107,11 @@ def test_task_from_the_label_and_its_override(tmp_path: Path, label: list[Any], 
     path = write_csv(tmp_path / "t.csv", ["x", "target"], rows)
     ds = load_table(path, cfg(path))
     assert ds.task == task
+    assert ds.target_name == "target"  # the label column: predictions are named after it
     if task == "regress":
-        assert ds.classes == [] and ds.train.y.dtype == torch.float32 and ds.target_name == "target"
+        assert ds.classes == [] and ds.train.y.dtype == torch.float32
     else:
-        assert ds.train.y.dtype == torch.int64 and ds.target_name == ""
+        assert ds.train.y.dtype == torch.int64
     if task == "classify" and label[0] == 0:
         assert load_table(path, cfg(path, task="regress")).task == "regress"
 
@@ -309,7 +310,7 @@ def test_malformed_files_are_one_line_errors(tmp_path: Path, text: str, match: s
 def test_a_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_bytes("a,y\n1,caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(LaminaError, match="is not UTF-8 text.*save it as UTF-8"):
+    with pytest.raises(LaminaError, match=r"is not UTF-8 text.*save it as UTF-8"):
         load_table(path, cfg(path))
 
 

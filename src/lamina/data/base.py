@@ -156,7 +156,7 @@ class Dataset:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # model arguments the data fixes (create_model's)
     augment: Any = None  # training augmentation of raw batches; None: the modality's default (images: from data.*)
     notes: list[str] = field(default_factory=list)  # what the loader decided (printed, and kept in summary.json)
-    target_name: str = ""  # regression: the label column's name (predictions are in its units)
+    target_name: str = ""  # tables: the label column's name (a regression's predictions are in its units)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -179,18 +179,19 @@ class DatasetEntry:
     description: str
     fetch: Callable[[], str] | None = None  # downloads/installs, returns where the data now is
     task: str = "classify"  # the task its data declares (known before loading: config defaults depend on it)
+    modality: str = ""  # and its modality, where lamina has training defaults for it ("" otherwise)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(
-    name: str, description: str, fetch: Callable[[], str] | None = None, task: str = "classify"
+    name: str, description: str, fetch: Callable[[], str] | None = None, task: str = "classify", modality: str = ""
 ) -> Callable[[Callable[[DataConfig], Dataset]], Callable[[DataConfig], Dataset]]:
     """Decorator: register a ``load(cfg) -> Dataset`` function under ``name`` (whose data is for ``task``)."""
 
     def deco(fn: Callable[[DataConfig], Dataset]) -> Callable[[DataConfig], Dataset]:
-        DATASETS.register(name, DatasetEntry(name, fn, description, fetch, task))
+        DATASETS.register(name, DatasetEntry(name, fn, description, fetch, task, modality))
         return fn
 
     return deco

@@ -281,7 +281,7 @@ def load_austen_novels(cfg: DataConfig) -> Dataset:
 
 
 @register_dataset("rrna16s", "16S rRNA gold set: 5,181 bacterial 16S genes (FASTA), their phylum (data.rank) as "
-                  "the label", fetch=lambda: _fasta().fetch_rrna16s())
+                  "the label", fetch=lambda: _fasta().fetch_rrna16s(), modality="sequence")
 def load_rrna16s(cfg: DataConfig) -> Dataset:
     return _fasta().load_rrna16s(cfg)  # type: ignore[no-any-return]
 
@@ -299,10 +299,11 @@ def _sklearn_table(name: str, cfg: DataConfig) -> Dataset:
     return ds
 
 
-register_dataset("wine", "scikit-learn's wine table: 178 wines, 13 chemical measurements, 3 cultivars (no download)")(
+register_dataset("wine", "scikit-learn's wine table: 178 wines, 13 chemical measurements, 3 cultivars (no download)",
+                 modality="table")(
     functools.partial(_sklearn_table, "wine"))
 register_dataset("diabetes", "scikit-learn's diabetes table: 442 patients, 10 measurements, disease progression "
-                 "(regression, no download)", task="regress")(functools.partial(_sklearn_table, "diabetes"))
+                 "(regression, no download)", task="regress", modality="table")(functools.partial(_sklearn_table, "diabetes"))
 
 
 def _fasta() -> Any:

@@ -450,10 +450,11 @@ def load_fasta(path: Path, cfg: DataConfig, *, name: str | None = None) -> Datas
     rc = cfg.reverse_complement if cfg.reverse_complement is not None else alpha.name != "protein"
     if rc and alpha.name == "protein":
         raise LaminaError("data.reverse_complement=true needs dna or rna sequences, these are protein")
-    if cfg.kmer:
-        x = kmer_counts(seqs, alpha, cfg.kmer)
+    kmer = cfg.kmer if cfg.kmer >= 0 else (3 if alpha.name == "protein" else 6)
+    if kmer:
+        x = kmer_counts(seqs, alpha, kmer)
         preprocess, default_model, kwargs = Preprocess(kind="array"), "mlp", {}
-        notes.append(f"encoded as {cfg.kmer}-mer frequencies: {x.shape[1]:,} columns (data.kmer)")
+        notes.append(f"encoded as {kmer}-mer frequencies: {x.shape[1]:,} columns (data.kmer; 0: one-hot residues)")
     else:
         x, cut = encode_ids(seqs, alpha, length)
         preprocess, default_model = Preprocess(kind="tokens"), "seqresnet"
@@ -471,41 +472,14 @@ def load_fasta(path: Path, cfg: DataConfig, *, name: str | None = None) -> Datas
         modality="sequence",
         task="classify",
         preprocess=preprocess,
-        codec=SequenceCodec(alphabet=alpha.name, length=length, kmer=cfg.kmer),
+        codec=SequenceCodec(alphabet=alpha.name, length=length, kmer=kmer),
         default_model=default_model,
         model_kwargs=kwargs,
-        augment=ReverseComplement(alpha.name, cfg.kmer) if rc else None,
+        augment=ReverseComplement(alpha.name, kmer) if rc else None,
         source=str(path),
         summary=summary,
         notes=notes,
     )
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def macro_f1(confusion: list[list[int]]) -> dict[str, Any]:
-    """Per-class precision, recall and F1 from a K×K confusion (rows: true class), and their means.
-
-    A class never predicted has precision 0 (and F1 0) unless it also never occurs.
-
-    >>> macro_f1([[8, 2], [0, 10]])["macro_f1"]
-    0.898989898989899
-    """
-    cm = np.asarray(confusion, dtype=np.float64)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise LaminaError(f"macro_f1 needs a square confusion matrix, got shape {cm.shape}")
-    tp = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
-    present = support > 0
-    return {
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
-        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
-        "per_class": [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for p, r, f, s in zip(precision, recall, f1, support, strict=True)],
-    }
 
 
 # ------------------------------------------------------------------------------------------ rrna16s

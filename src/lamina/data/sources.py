@@ -167,7 +167,14 @@ def declared_task(cfg: DataConfig) -> str:
     if modality == "text" and (path.is_dir() or _suffix(path) == ".txt"):
         one_text = path.is_file() or not any(d.is_dir() for d in path.iterdir())
         return "language-model" if one_text else "classify"
-    return "classify"  # tables: classify or regress, known once the label column is read (same defaults)
+    if modality == "table":  # classify or regress: what the label column holds
+        from lamina.data.tabular import table_task
+
+        try:
+            return table_task(path, cfg)
+        except LaminaError:  # reported when the data is loaded
+            return "classify"
+    return "classify"
 
 
 def declared_modality(cfg: DataConfig) -> str:
@@ -175,8 +182,10 @@ def declared_modality(cfg: DataConfig) -> str:
     unreadable path): ``data.modality`` when set, else :func:`detect`."""
     if cfg.modality != "auto":
         return cfg.modality
+    if cfg.name in DATASETS:
+        return DATASETS.get(cfg.name).modality
     path = Path(cfg.name).expanduser()
-    if cfg.name in DATASETS or not path.exists():
+    if not path.exists():
         return ""
     try:
         return detect(path, cfg)[0]

@@ -60,11 +60,6 @@ TEST_SEED = 0  # load_table gets no run seed: the test split is the same for eve
 MIN_ROWS = 5
 PARQUET_HINT = "pip install 'lamina[tables]' (pyarrow) to read Parquet files"
 UNKNOWN, MISSING_CATEGORY = "<unknown>", "<missing>"
-# The training recipe tables are measured with (benchmarks/tables.py, tables_cpu.json): what a table
-# run should train with where its config keeps lamina's defaults (AdamW suits these small MLPs and
-# Transformers better than the images' SGD; no label smoothing; more epochs of small tables).
-TRAIN_DEFAULTS: dict[str, Any] = {"train": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
-                                            "label_smoothing": 0.0, "warmup": 0.1, "epochs": 40}}
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -512,7 +507,7 @@ def load_table(path: Path, cfg: DataConfig) -> Dataset:
                    test=Split(x[test_idx], y[test_idx]), modality="table", task=task, preprocess=preprocess,
                    source=str(path), codec=codec, summary=what, default_model="tabmlp",
                    model_kwargs={"categories": codec.cardinalities}, notes=notes,
-                   target_name=label if task == "regress" else "")
+                   target_name=label)
 
 
 def _first_gap(keep: list[int], n: int) -> int:

@@ -116,13 +116,15 @@ def build_model_for(m: ModelConfig, ds: Dataset, outputs: int) -> Model:
     name = m.name
     if name == "auto":
         name = ds.default_model or DEFAULT_MODELS.get(ds.modality, "auto")
-    if name in MODELS and getattr(MODELS.get(name), "feature_layout", "") == "tokens" and m.norm == "batch":
-        # a Transformer over tokens normalises per position (layer norm): lamina's default "batch"
-        # (for convolutions) means the model's own default there
+    cls = MODELS.get(name) if name in MODELS else None
+    if cls is not None and m.norm == "batch" and (getattr(cls, "feature_layout", "") == "tokens"
+                                                  or getattr(cls, "norm_per_token", False)):
+        # a Transformer over tokens (or a table's feature tokens) normalises per position (layer norm):
+        # lamina's default "batch" (for convolutions) means the model's own default there
         kw.pop("norm")
     kw = {k: v for k, v in kw.items() if v or k == "act"}  # 0 / "" mean the model's default
-    if name in MODELS:  # the data's arguments that this model takes (a k-mer MLP takes no alphabet)
-        takes = getattr(MODELS.get(name), "hparams", ())
+    if cls is not None:  # the data's arguments that this model takes (a k-mer MLP takes no alphabet)
+        takes = getattr(cls, "hparams", ())
         kw.update({k: v for k, v in ds.model_kwargs.items() if k in takes})
     return create_model(name, ds.input_shape, outputs, **kw)
 

@@ -29,7 +29,7 @@ def commands(tmp: Path) -> list[tuple[str, list[list[str]], Path]]:
     return [
         ("audio", [[LAMINA, "data", "make-keywords", str(kw), "--small"],
                    [LAMINA, "train", str(kw), "--out", str(tmp / "audio"), "--quiet"]], tmp / "audio"),
-        ("sequence", [[LAMINA, "train", "rrna16s", "data.kmer=4", "--out", str(tmp / "sequence"), "--quiet"]],
+        ("sequence", [[LAMINA, "train", "rrna16s", "--out", str(tmp / "sequence"), "--quiet"]],
          tmp / "sequence"),
         ("table (classes)", [[LAMINA, "train", "wine", "--out", str(tmp / "wine"), "--quiet"]], tmp / "wine"),
         ("table (regression)", [[LAMINA, "train", "diabetes", "--out", str(tmp / "diabetes"), "--quiet"]],

@@ -49,6 +49,11 @@ bench-all: bench
 	$(PY) benchmarks/curve.py --epochs 3
 	$(PY) benchmarks/energy_overhead.py
 	$(PY) benchmarks/energy_check.py --device $(DEVICE)
+	$(PY) benchmarks/keywords.py --data data/keywords --seeds 2
+	$(VENV)/bin/lamina data fetch rrna16s
+	$(PY) benchmarks/rrna16s.py
+	$(PY) benchmarks/tables.py
+	$(PY) benchmarks/quick_commands.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -316,9 +316,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if a.top_k < 1:
         raise LaminaError(f"--top-k must be at least 1, got {a.top_k}")
     model = load(a.run, device=a.device)
-    if not hasattr(model, "read"):
-        raise LaminaError(f"{a.run} is a {model.task} run: it does not predict from inputs "
-                          "(a language model generates: lamina generate RUN --prompt ...)")
+    if not hasattr(model, "read"):  # a language model: its own error says what it does instead
+        model.predict(a.inputs)
     if a.out:
         return _predict_table(model, a)
     rows: list[tuple[str, list[tuple[str, float]]]] = []

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 import warnings
 import zlib
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from lamina.data.builtin import cache_dir
+from lamina.data.debian import run_quiet as _run
 from lamina.data.download import DownloadError, download
 from lamina.errors import LaminaError
 
@@ -165,18 +165,6 @@ def fetch_austen() -> str:
         manifest = write_novels(lines, source, dest)
         return f"austen: six novels, {manifest['characters']:,} characters, written to {dest} from {source}"
     raise LaminaError(f"could not fetch austen: {'; '.join(reasons)}; instead, {HOW_TO_GET}")
-
-
-def _run(cmd: list[str], cwd: Path) -> str | None:
-    """Run a command; None on success, else the last line it printed (the reason)."""
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return str(e)
-    if done.returncode == 0:
-        return None
-    said = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
-    return said[-1]
 
 
 def _lines_from_apt(tmp: Path) -> tuple[dict[str, list[str]], str]:

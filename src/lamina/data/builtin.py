@@ -280,7 +280,7 @@ def load_austen_novels(cfg: DataConfig) -> Dataset:
     return classification_dataset("austen-novels", *pick(train), cfg, test=pick(test), source=str(austen.austen_dir()))
 
 
-@register_dataset("rrna16s", "16S rRNA gold set: 5,181 bacterial 16S genes (FASTA), their phylum (data.rank) as "
+@register_dataset("rrna16s", "16S rRNA gold set: 5,181 bacterial and archaeal 16S genes (FASTA), their phylum (data.rank) as "
                   "the label", fetch=lambda: _fasta().fetch_rrna16s(), modality="sequence")
 def load_rrna16s(cfg: DataConfig) -> Dataset:
     return _fasta().load_rrna16s(cfg)  # type: ignore[no-any-return]

@@ -22,7 +22,6 @@ import gzip
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import zlib
 from collections import Counter
@@ -36,6 +35,7 @@ from torch import Tensor
 
 from lamina.config import DataConfig
 from lamina.data.base import Dataset, Preprocess, Split
+from lamina.data.debian import run_quiet as _run
 from lamina.errors import LaminaError
 from lamina.models.sequence import ALPHABETS, Alphabet, get_alphabet
 
@@ -503,18 +503,6 @@ def rrna16s_path() -> Path | None:
 def rrna16s_status() -> str:
     found = rrna16s_path()
     return str(found) if found else "not fetched (lamina data fetch rrna16s)"
-
-
-def _run(cmd: list[str], cwd: Path) -> str | None:
-    """Run a command; None on success, else the last line it printed."""
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return str(e)
-    if done.returncode == 0:
-        return None
-    said = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
-    return said[-1]
 
 
 def fetch_rrna16s() -> str:

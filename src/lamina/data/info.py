@@ -28,7 +28,7 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "num_classes": ds.num_classes,
         "classes": list(ds.classes),
         "flip": ds.flip,
-        "preprocess": ds.preprocess.to_dict(),
+        "preprocess": _short_preprocess(ds.preprocess.to_dict()),
         "splits": {
             name: {"size": len(s), "per_class": _per_class(s, ds.classes)} for name, s in ds.splits().items()
         },
@@ -85,3 +85,13 @@ def sample_grid(ds: Dataset, path: str | Path, per_class: int = 8, *, split: str
     fig.suptitle(f"{ds.name}: {split} examples per class")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+def _short_preprocess(d: dict[str, Any]) -> dict[str, Any]:
+    """Per-channel statistics of wide inputs (a table's columns, k-mer frequencies) as a count and a range."""
+    out = dict(d)
+    for key in ("mean", "std"):
+        values = d.get(key) or []
+        if len(values) > 8:
+            out[key] = f"{len(values)} values in [{min(values):.4g}, {max(values):.4g}]"
+    return out

@@ -72,20 +72,12 @@ class Classify(Task):
                 channels_last: bool) -> dict[str, Any]:
         """Training batches shuffled and augmented (as the data declares: ``Dataset.augment``, or for
         images from ``data.*``); evaluation batches of at least 1,024 examples, in order."""
-        augment = training_augment(ds, d)
-        loaders: dict[str, Any] = {
-            "train": make_loader(ds.train, kind=d.loader, batch_size=d.batch_size, device=device,
-                                 preprocess=ds.preprocess, train=True, augment=augment, seed=seed,
-                                 channels_last=channels_last, workers=d.workers)}
-        for name, split in ds.splits().items():
-            if name != "train":
-                loaders[name] = self.eval_loader(split, ds, d, device=device, channels_last=channels_last)
-        return loaders
+        return split_loaders(ds, d, device=device, seed=seed, channels_last=channels_last,
+                             augment=training_augment(ds, d))
 
     def eval_loader(self, split: Split, ds: Dataset, d: DataConfig, *, device: torch.device,
                     channels_last: bool = False) -> Any:
-        return make_loader(split, kind=d.loader, batch_size=max(d.batch_size, 1024), device=device,
-                           preprocess=ds.preprocess, train=False, channels_last=channels_last, workers=d.workers)
+        return eval_split_loader(split, ds, d, device=device, channels_last=channels_last)
 
     def final_metrics(self, model: nn.Module, loaders: dict[str, Any], *,
                       autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
@@ -127,6 +119,27 @@ def build_model_for(m: ModelConfig, ds: Dataset, outputs: int) -> Model:
         takes = getattr(cls, "hparams", ())
         kw.update({k: v for k, v in ds.model_kwargs.items() if k in takes})
     return create_model(name, ds.input_shape, outputs, **kw)
+
+
+def split_loaders(ds: Dataset, d: DataConfig, *, device: torch.device, seed: int, channels_last: bool,
+                  augment: Any = None) -> dict[str, Any]:
+    """Every split's loader for a task of one target per example (classify, regress): training
+    batches shuffled and augmented, evaluation batches in order (:func:`eval_split_loader`)."""
+    loaders: dict[str, Any] = {
+        "train": make_loader(ds.train, kind=d.loader, batch_size=d.batch_size, device=device,
+                             preprocess=ds.preprocess, train=True, augment=augment, seed=seed,
+                             channels_last=channels_last, workers=d.workers)}
+    for name, split in ds.splits().items():
+        if name != "train":
+            loaders[name] = eval_split_loader(split, ds, d, device=device, channels_last=channels_last)
+    return loaders
+
+
+def eval_split_loader(split: Split, ds: Dataset, d: DataConfig, *, device: torch.device,
+                      channels_last: bool = False) -> Any:
+    """One split's evaluation batches: in order, not augmented, at least 1,024 examples each."""
+    return make_loader(split, kind=d.loader, batch_size=max(d.batch_size, 1024), device=device,
+                       preprocess=ds.preprocess, train=False, channels_last=channels_last, workers=d.workers)
 
 
 def training_augment(ds: Dataset, d: DataConfig) -> Any:

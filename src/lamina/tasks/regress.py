@@ -25,11 +25,10 @@ from torch import Tensor, nn
 
 from lamina.config import DataConfig, ModelConfig, RunConfig
 from lamina.data.base import Dataset, Split
-from lamina.data.gpu_loader import make_loader
 from lamina.errors import LaminaError
 from lamina.models import Model
 from lamina.tasks.base import Sums, Task
-from lamina.tasks.classify import build_model_for
+from lamina.tasks.classify import build_model_for, eval_split_loader, split_loaders
 
 LOSSES = ("mse", "huber")
 
@@ -103,19 +102,11 @@ class Regress(Task):
                 channels_last: bool) -> dict[str, Any]:
         """Training batches shuffled (never augmented: a transformed input may change its target);
         evaluation batches of at least 1,024 examples, in order."""
-        loaders: dict[str, Any] = {
-            "train": make_loader(ds.train, kind=d.loader, batch_size=d.batch_size, device=device,
-                                 preprocess=ds.preprocess, train=True, seed=seed, channels_last=channels_last,
-                                 workers=d.workers)}
-        for name, split in ds.splits().items():
-            if name != "train":
-                loaders[name] = self.eval_loader(split, ds, d, device=device, channels_last=channels_last)
-        return loaders
+        return split_loaders(ds, d, device=device, seed=seed, channels_last=channels_last)
 
     def eval_loader(self, split: Split, ds: Dataset, d: DataConfig, *, device: torch.device,
                     channels_last: bool = False) -> Any:
-        return make_loader(split, kind=d.loader, batch_size=max(d.batch_size, 1024), device=device,
-                           preprocess=ds.preprocess, train=False, channels_last=channels_last, workers=d.workers)
+        return eval_split_loader(split, ds, d, device=device, channels_last=channels_last)
 
     def final_metrics(self, model: nn.Module, loaders: dict[str, Any], *,
                       autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext

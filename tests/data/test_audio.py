@@ -98,7 +98,7 @@ def test_float_wav_without_soundfile_says_what_to_install(tmp_path: Path, monkey
     sf = pytest.importorskip("soundfile")
     sf.write(tmp_path / "f.wav", tone(500, 8000, 0.05), 8000, subtype="FLOAT")
     monkeypatch.setitem(__import__("sys").modules, "soundfile", None)
-    with pytest.raises(LaminaError, match=r"f\.wav.*pip install soundfile"):
+    with pytest.raises(LaminaError, match=r"f\.wav.*pip install .lamina\[audio\]. \(soundfile\)"):
         read_wav(tmp_path / "f.wav")
 
 

@@ -93,7 +93,7 @@ def _read_soundfile(path: Path, why: str) -> tuple[np.ndarray, int]:
     try:
         import soundfile
     except ImportError:
-        raise _bad(path, f"{why}; Python's wave module reads only PCM WAVs: pip install soundfile "
+        raise _bad(path, f"{why}; Python's wave module reads only PCM WAVs: pip install 'lamina[audio]' (soundfile) "
                          "(or convert it: sox IN -b 16 OUT.wav)") from None
     try:
         a, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)

@@ -189,15 +189,10 @@ def report(run: str | Path, *, max_examples: int = 2000, device: str = "cpu", re
 
 
 def _write_report(folder: Path, *, max_examples: int = 2000, device: str = "cpu", reinspect: bool = False) -> Path:
-    from lamina.artifacts import read_meta
-    from lamina.inspection.run import TASKS as INSPECTED
-    from lamina.inspection.run import check_run, inspect_run
+    from lamina.inspection.run import inspect_run
     from lamina.reporting import write_report
 
-    if not (folder / "model.json").is_file():
-        check_run(folder)  # a one-line error naming what is missing
-    inspectable = read_meta(folder).get("task") in INSPECTED  # regressions: the report without inspection, so far
-    if inspectable and (reinspect or not (folder / "inspection" / "inspection.json").is_file()):
+    if reinspect or not (folder / "inspection" / "inspection.json").is_file():
         with _status("inspecting") as show:
             inspect_run(folder, max_examples=max_examples, device=device, progress=show)
     return write_report(folder)

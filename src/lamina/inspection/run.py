@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lamina import __version__
-from lamina.artifacts import Classifier, TextGenerator, load
+from lamina.artifacts import Classifier, Regressor, TextGenerator, load
 from lamina.config import load_config
 from lamina.data.base import Dataset, Preprocess, Split, build_dataset
 from lamina.data.gpu_loader import make_loader
@@ -46,7 +46,7 @@ ATTRIBUTION_EXAMPLES = 8
 MISCLASSIFIED = 16
 SENTENCE = 48  # tokens of the validation tail whose attention maps are kept
 PAD = 0  # the token id of padding in a text classifier's inputs
-TASKS = ("classify", "language-model")
+TASKS = ("classify", "regress", "language-model")
 
 
 def check_run(folder: Path) -> None:
@@ -161,7 +161,9 @@ def inspect_run(
     folder = Path(run_dir)
     predictor = _load(folder, device)
     job: _Inspection | _LanguageInspection
-    if getattr(predictor, "task", "classify") == "language-model":
+    if getattr(predictor, "task", "classify") == "regress":
+        job = _RegressionInspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)
+    elif getattr(predictor, "task", "classify") == "language-model":
         if compare_with is not None or top_stage is not None:
             raise LaminaError(f"{folder} is a language-model run: comparing runs (--compare) and top activations "
                               "(--stage) are for classifiers so far")
@@ -363,9 +365,9 @@ def _one_per_class(y: Tensor | None, n: int) -> Tensor:
     return torch.argsort(rank * (int(y.max()) + 1) + y, stable=True)[:n]
 
 
-def _check_data(folder: Path, ds: Dataset, predictor: Classifier) -> Split:
+def _check_data(folder: Path, ds: Dataset, predictor: Classifier | Regressor) -> Split:
     """The data rebuilt from config.yaml must still be what the model was trained on; returns its test split."""
-    shape, classes = tuple(predictor.model.input_shape), predictor.classes
+    shape, classes = tuple(predictor.model.input_shape), getattr(predictor, "classes", [])
     if ds.input_shape != shape or ds.num_classes != len(classes):
         raise LaminaError(f"the data of {folder}/config.yaml ({ds.name}: {ds.num_classes} classes of "
                           f"{ds.input_shape}) no longer matches its model ({len(classes)} classes of {shape})")
@@ -381,6 +383,46 @@ def _check_vocab(folder: Path, ds: Dataset, predictor: Any) -> None:
     if ds.codec is not None and "vocab" in meta and ds.codec.to_dict() != meta["vocab"]:
         raise LaminaError(f"the text of {folder}/config.yaml ({ds.name}) no longer gives the vocabulary of its model "
                           "(the text changed since training?): inspect it with the text it was trained on")
+
+
+class _RegressionInspection(_Inspection):
+    """A regression run: the classifier's parts that do not need classes (CKA, activations, filters,
+    top activations, attributions of the predicted value), and predicted against true values."""
+
+    predictor: Regressor  # type: ignore[assignment]
+
+    def parts(self, compare_with: str | Path | None, top_stage: str | None) -> list[tuple[str, Callable[[], None]]]:
+        self.skipped["probes"] = "a regression: the probes are linear classifiers of the classes"
+        return [("cka", lambda: self.cka(compare_with)), ("activations", self.activations),
+                ("filters", self.filters), ("top_activations", lambda: self.top(top_stage)),
+                ("attributions", self.attributions), ("predictions", self.predictions)]
+
+    @torch.no_grad()
+    def values(self, x: Tensor) -> Tensor:
+        """Predictions (B,) in the targets' units, as ``predict`` gives them."""
+        with eval_mode(self.model):
+            return self.model(x).float().flatten() * self.predictor.std + self.predictor.mean
+
+    def attributions(self) -> None:
+        n = min(ATTRIBUTION_EXAMPLES, len(self.test))
+        x, y = next(iter(self.batches(self.test.take(torch.arange(n)))))
+        maps = attributions(self.model, x, 0)  # the one output: the predicted value
+        if "grad_cam" not in maps:
+            self.skipped["grad_cam"] = "no convolutional stage" if x.ndim >= 3 else "inputs have no spatial dims"
+        _write(self.out / "attributions.json", {
+            "indices": self.test_idx[:n].tolist(), "labels": _rounded(y.float(), 4),
+            "predicted": _rounded(self.values(x), 4), "target": "predicted value",
+            "methods": {m: _rounded(a, 4) for m, a in maps.items()}})
+
+    def predictions(self) -> None:
+        true, pred = [], []
+        for x, y in self.batches(self.test):
+            true.append(y.float().cpu())
+            pred.append(self.values(x).cpu())
+        t, p = torch.cat(true), torch.cat(pred)
+        _write(self.out / "predictions.json", {
+            "target": self.predictor.target, "indices": self.test_idx.tolist(), "true": _rounded(t, 5),
+            "predicted": _rounded(p, 5)})
 
 
 class _LanguageInspection:

@@ -84,10 +84,7 @@ def section_summary(run: RunFolder) -> Section:
     body = '<div class="cards">' + "".join(
         f"<div class=\"card\"><span>{esc(k)}</span><b>{esc(v)}</b></div>" for k, v in cards) + "</div>"
     body += table([(k, str(v)) for k, v in rows], kv=True)
-    if run_task(run) == "regress":
-        body += note("lamina inspect does not describe regressions yet: this report has no probes, CKA or "
-                     "attributions.")
-    elif not (run.path / "inspection").is_dir():
+    if not (run.path / "inspection").is_dir():
         body += note("No inspection yet: run lamina inspect on this folder to add what each layer learned.")
     return Section("summary", "Summary", body)
 

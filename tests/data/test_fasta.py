@@ -300,3 +300,16 @@ def test_rrna16s_is_found_in_lamina_data_and_never_downloads(tmp_path: Path, mon
     _motif_fasta(tmp_path / "data" / "rrna16s" / "rRNA16S.gold.fasta", n=12)
     ds = load_rrna16s(DataConfig(rank="class", min_class_examples=0))
     assert ds.name == "rrna16s" and ds.classes == ["Alpha", "Beta", "Gamma"] and len(ds.train) == 12
+
+
+def test_a_k_mer_never_seen_in_training_stays_a_small_input(tmp_path: Path) -> None:
+    """Its std in training is 0: it is centred, not divided by a vanishing std (a huge z-score)."""
+    from lamina.data.base import build_dataset
+
+    path = tmp_path / "a.fa"
+    path.write_text("".join(f">s{i}\tBacteria; P{i % 2}; C\n{'AC' * 20 if i % 2 else 'AG' * 20}\n" for i in range(20)))
+    ds = build_dataset(DataConfig(name=str(path), kmer=2, min_class_examples=2, val_fraction=0.0))
+    tt = ds.train.x.std(0) == 0  # e.g. TT never occurs
+    assert tt.any() and all(s == 1.0 for s, z in zip(ds.preprocess.std, tt.tolist(), strict=True) if z)
+    x = ds.codec.read(["TTTTTTTTTT"])[0]
+    assert ds.preprocess.apply(x).abs().max() < 10

@@ -235,7 +235,8 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
 def channel_stats(
     x: Tensor | Examples, scale: float, max_examples: int = 10_000, *, max_lazy: int = 2_000, seed: int = 0
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (dim 1) mean and std of ``x / scale`` over at most ``max_examples`` examples.
+    """Per-channel (dim 1) mean and std of ``x / scale`` over at most ``max_examples`` examples
+    (std 1 for a channel that is constant there).
 
     Examples decoded on access (not a tensor) are sampled: at most ``max_lazy`` of them, drawn at
     random (deterministic in ``seed``), so the statistics of a huge folder cost a bounded decode.
@@ -253,7 +254,10 @@ def channel_stats(
         x = x[:, None]
     dims = [0, *range(2, x.dim())]
     mean = x.mean(dim=dims)
-    std = x.std(dim=dims).clamp_min(1e-6)
+    std = x.std(dim=dims)
+    # A channel constant in training (a k-mer never seen, a blank pixel) is only centred: dividing by a
+    # vanishing std would turn any value it takes at predict time into an enormous input.
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 

@@ -19,6 +19,7 @@ regression, on the same stratified split of the 5,181 genes of the microbiomeuti
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from common import environment, result_path, write
+from common import environment, mean_std, result_path, write
 from rich.console import Console
 
 import lamina
@@ -97,7 +98,7 @@ def logistic(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np
     return clf.predict(x_test)
 
 
-def run_level(fasta: Path, rank: str, configs: list[str]) -> dict:
+def run_level(fasta: Path, rank: str, configs: list[str], seeds: int = 3) -> dict:
     cfg = DataConfig(name=str(fasta), rank=rank, min_class_examples=10)
     ds = load_fasta(fasta, cfg)  # labels and classes exactly as lamina makes them
     y = ds.train.y.numpy()
@@ -133,16 +134,23 @@ def run_level(fasta: Path, rank: str, configs: list[str]) -> dict:
     print(f"  logistic regression: {out['logistic_6mer']}", flush=True)
 
     for name in configs:
+        # data.split_seed: every training seed is scored on the baselines' split
         overrides = [*LAMINA[name], f"data.rank={rank}", "data.min_class_examples=10",
-                     f"data.test_fraction={TEST_FRACTION}", "data.val_fraction=0"]
-        run_dir = Path(f"/tmp/lamina-rrna16s-{rank}-{name}-{time.time_ns()}")
-        run = lamina.train(str(fasta), seed=SEED, out=str(run_dir), quiet=True, overrides=overrides,
-                           console=Console(quiet=True))
-        s = run.summary
-        assert s["test_examples"] == len(te), "lamina's test split differs from the baselines'"
-        out[f"lamina_{name}"] = {"test_accuracy": s["test_accuracy"], "macro_f1": macro_f1(s["confusion"])["macro_f1"],
-                                 "seconds": round(s["train_seconds"], 1), "params": s.get("params"),
-                                 "overrides": overrides, "seed": SEED}
+                     f"data.test_fraction={TEST_FRACTION}", "data.val_fraction=0", f"data.split_seed={SEED}"]
+        runs = []
+        for seed in range(seeds):
+            run_dir = Path(f"/tmp/lamina-rrna16s-{rank}-{name}-{time.time_ns()}")
+            run = lamina.train(str(fasta), seed=seed, out=str(run_dir), quiet=True, overrides=overrides,
+                               console=Console(quiet=True))
+            s = run.summary
+            assert s["test_examples"] == len(te), "lamina's test split differs from the baselines'"
+            runs.append({"seed": seed, "test_accuracy": s["test_accuracy"], "macro_f1": s["test_macro_f1"],
+                         "seconds": round(s["train_seconds"], 1)})
+            shutil.rmtree(run_dir, ignore_errors=True)
+        acc, f1 = mean_std([r["test_accuracy"] for r in runs]), mean_std([r["macro_f1"] for r in runs])
+        out[f"lamina_{name}"] = {"test_accuracy": acc["mean"], "macro_f1": f1["mean"], "test_accuracy_stats": acc,
+                                 "macro_f1_stats": f1, "seconds": round(sum(r["seconds"] for r in runs) / len(runs), 1),
+                                 "params": s.get("params"), "overrides": overrides, "runs": runs}
         print(f"  lamina {name}: {out[f'lamina_{name}']}", flush=True)
     return out
 
@@ -152,6 +160,7 @@ def main() -> None:
     p.add_argument("--fasta", type=Path, default=None, help="rRNA16S.gold.fasta (default: rrna16s's or /tmp/16s)")
     p.add_argument("--ranks", nargs="+", default=["phylum", "class"])
     p.add_argument("--lamina", nargs="*", default=DEFAULT_CONFIGS, help="configs of LAMINA to run, or NAME=OVERRIDE,...")
+    p.add_argument("--seeds", type=int, default=3, help="lamina's training seeds, all on the one split")
     p.add_argument("--out", type=Path, default=result_path("rrna16s", "cpu"))
     a = p.parse_args()
     for spec in a.lamina:
@@ -160,11 +169,11 @@ def main() -> None:
             LAMINA[name] = overrides.split(",")
     a.lamina = [spec.split("=", 1)[0] if "=" in spec else spec for spec in a.lamina]
     fasta = a.fasta or rrna16s_path() or Path(DEFAULT_FASTA)
-    levels = {rank: run_level(fasta, rank, a.lamina) for rank in a.ranks}
+    levels = {rank: run_level(fasta, rank, a.lamina, a.seeds) for rank in a.ranks}
     summary = {rank: {m: {"test_accuracy": v["test_accuracy"], "macro_f1": v["macro_f1"]}
                       for m, v in lv.items() if isinstance(v, dict) and "test_accuracy" in v}
                for rank, lv in levels.items()}  # fmt: skip
-    record = {**environment("cpu"), "fasta": str(fasta), "split_seed": SEED, "test_fraction": TEST_FRACTION,
+    record = {**environment("cpu"), "fasta": str(fasta), "split_seed": SEED, "seeds": list(range(a.seeds)), "test_fraction": TEST_FRACTION,
               "lamina_configs": {n: LAMINA[n] for n in a.lamina}, "summary": summary, "levels": levels}
     print(f"wrote {write(a.out, record)}")
 

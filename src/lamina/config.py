@@ -51,6 +51,7 @@ class DataConfig:
     batch_size: int = 0  # examples per step; 0: auto (256, smaller for small datasets)
     val_fraction: float = 0.05  # of the training split, held out for validation
     test_fraction: float = 0.2  # of all examples, used only when the source has no test split
+    split_seed: int = -1  # draws the test and validation splits; -1: train.seed (set it to compare seeds on one split)
     image_size: int | None = None  # image folders: resize to this side (None: most common size)
     translate: int = 2  # random translation in pixels, 0 turns it off
     flip: bool | None = None  # horizontal flip; None: the dataset's own default

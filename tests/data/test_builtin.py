@@ -204,3 +204,11 @@ def test_debian_fashion_labels() -> None:
     y = read_idx(f)
     assert y.shape == (60000,) and int(y.max()) == 9
     assert hashlib.sha256(f.read_bytes()).hexdigest() == builtin.IDX_SETS["fashion-mnist"].sha256[f.name]
+
+
+def test_split_seed_fixes_the_splits_whatever_the_training_seed() -> None:
+    a = build_dataset(DataConfig(name="digits", split_seed=3), seed=0)
+    b = build_dataset(DataConfig(name="digits", split_seed=3), seed=1)
+    c = build_dataset(DataConfig(name="digits"), seed=1)  # -1: the training seed draws them
+    assert torch.equal(a.test.x, b.test.x) and torch.equal(a.val.y, b.val.y)
+    assert not torch.equal(a.test.x, c.test.x)

@@ -266,9 +266,12 @@ def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
 
     The test split is carved (stratified) from train only when the source has none; the
     validation split is carved from what remains. Normalisation statistics come from train.
+    ``seed`` (the run's) draws the splits unless ``data.split_seed`` is set (>= 0).
     """
     from lamina.data import sources  # registers the built-ins and resolves paths
 
+    if cfg.split_seed >= 0:
+        seed = cfg.split_seed
     ds = sources.load(cfg)
     if ds.task == "regress":
         return _regression_splits(ds, cfg, seed)

@@ -4,7 +4,7 @@
 record (from its lineage, a regex on its header, or a CSV of ids) and encodes the sequences as
 
 - residue ids (``data.kmer=0``): int64 (N, L), 0 is padding; the ids are those of
-  :data:`lamina.models.sequence.ALPHABETS`, which the models one-hot (ambiguity letters softly);
+  :data:`lamina.utils.alphabets.ALPHABETS`, which the models one-hot (ambiguity letters softly);
 - k-mer frequencies (``data.kmer=k``): float32 (N, 4**k) (20**k for proteins), an MLP's input.
 
 Training batches of DNA/RNA are reverse-complemented at random (:class:`ReverseComplement`).
@@ -37,7 +37,7 @@ from lamina.config import DataConfig
 from lamina.data.base import Dataset, Preprocess, Split
 from lamina.data.debian import run_quiet as _run
 from lamina.errors import LaminaError
-from lamina.models.sequence import ALPHABETS, Alphabet, get_alphabet
+from lamina.utils.alphabets import ALPHABETS, Alphabet, get_alphabet
 
 MAX_LENGTH = 4096  # residues kept per record when data.max_length is 0
 MAX_KMER_COLUMNS = 4**7  # k-mer vectors wider than this are refused (k <= 7 for DNA, 3 for protein)

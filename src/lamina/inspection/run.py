@@ -337,7 +337,7 @@ class _Inspection:
     def token_texts(self, ids: list[int]) -> list[str]:
         """What each token id stands for: text pieces, or residue letters."""
         if self.is_residues:
-            from lamina.models.sequence import get_alphabet
+            from lamina.utils.alphabets import get_alphabet
 
             letters = get_alphabet(self.predictor.codec.alphabet).letters
             return [letters[i - 1] if 0 < i <= len(letters) else "?" for i in ids]

@@ -133,3 +133,20 @@ def test_a_real_valued_label_is_a_regression_and_predict_prints_values(tmp_path:
     assert len(rows) == 120 and all(isinstance(r["top"][0]["value"], float) for r in rows)
     assert main(["report", str(out)]) == 0  # a regression's report: no inspection, no error
     assert (out / "report.html").is_file()
+
+
+def test_an_audio_classifier_is_attacked_in_waveform_units_and_a_table_is_refused(tones: Path, tmp_path: Path,
+                                                                                  capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", str(tones), "data.sample_rate=8000", "data.clip_seconds=0.25", "--epochs", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    assert main(["attack", str(out), "--eps", "0.01", "--steps", "3", "--n", "8", "--json"]) == 0
+    doc = json.loads((out / "robustness.json").read_text())
+    assert doc["results"] and all(0.0 <= r["robust_accuracy"] <= 1.0 for r in doc["results"])
+    table = tmp_path / "t.csv"
+    _table(table)
+    tab = tmp_path / "tab"
+    assert main(["train", str(table), "data.label_column=kind", "--epochs", "2", "--out", str(tab), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["attack", str(tab)]) == 2
+    assert "continuous inputs" in capsys.readouterr().err

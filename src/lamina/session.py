@@ -209,9 +209,10 @@ def build_task(ds: Dataset, cfg: RunConfig) -> Task:
     task = TASKS.get(ds.task).from_data(ds, cfg)
     if not cfg.adversarial.method:
         return task
-    if ds.task != "classify" or ds.modality == "text":
-        raise LaminaError(f"adversarial training needs a classifier of continuous inputs; {ds.name} is "
-                          f"{'text (token ids)' if ds.modality == 'text' else 'a ' + ds.task + ' task'}: "
+    if ds.task != "classify" or ds.modality in ("text", "table") or ds.preprocess.kind == "tokens":
+        what = {"text": "text (token ids)", "table": "a table (category indices)"}.get(
+            ds.modality, "token ids" if ds.preprocess.kind == "tokens" else f"a {ds.task} task")
+        raise LaminaError(f"adversarial training needs a classifier of continuous inputs; {ds.name} is {what}: "
                           "drop --adversarial")
     from lamina.robustness.attacks import input_bounds
     from lamina.robustness.training import AdversarialTraining, check_config

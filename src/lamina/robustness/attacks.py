@@ -77,7 +77,8 @@ class RawModel(nn.Module):
 def input_bounds(preprocess: Preprocess, modality: str, data: Tensor | None = None) -> tuple[float, float]:
     """The range ``(lower, upper)`` of raw inputs an attack must stay in.
 
-    Images: ``(0.0, 1.0)`` (pixels divided by ``preprocess.scale``). Other modalities (signals,
+    Images: ``(0.0, 1.0)`` (pixels divided by ``preprocess.scale``); audio: ``(-1.0, 1.0)``, full-scale
+    waveforms. Other modalities (signals,
     vectors) have no natural range: it is the min and max of ``data``, raw examples as a split
     stores them (e.g. ``ds.train.x``), divided by ``preprocess.scale``, over every entry.
 
@@ -90,6 +91,8 @@ def input_bounds(preprocess: Preprocess, modality: str, data: Tensor | None = No
         raise LaminaError("attacks need a classifier with continuous inputs; this model takes token ids (text)")
     if modality == "image":
         return 0.0, 1.0
+    if modality == "audio":  # waveforms in [-1, 1] (full scale)
+        return -1.0, 1.0
     if data is None or not isinstance(data, Tensor) or data.numel() == 0:
         raise LaminaError(f"the input range of {modality} data is that of its examples: pass them as data=")
     u = data.float() / preprocess.scale

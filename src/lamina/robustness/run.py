@@ -43,6 +43,9 @@ SAVED_EXAMPLES = 8  # originals kept in examples.npz, with their adversarial ver
 METHODS = ("fgsm", "pgd")
 
 
+# Inputs an attack cannot move by a small epsilon: token ids, and tables (their category indices).
+DISCRETE_INPUTS = ("text", "table")
+
 def check_arguments(*, method: str, eps: Sequence[float], steps: int, restarts: int, norm: str,
                     n: int | None, batch_size: int, step_size: float | None) -> None:
     """One-line errors for arguments that are wrong before anything is loaded."""
@@ -74,9 +77,11 @@ def _load(folder: Path, split: str, n: int | None, device: str
     if not (folder / "model.json").is_file():
         raise LaminaError(f"run folder {folder} has no model.json: the run did not finish; train it first")
     predictor = load(folder, device)
-    if not isinstance(predictor, Classifier) or predictor.codec is not None or predictor.preprocess.kind == "tokens":
+    if (not isinstance(predictor, Classifier) or predictor.preprocess.kind == "tokens"
+            or predictor.modality in DISCRETE_INPUTS):
         raise LaminaError(f"{folder} holds a {predictor.task} model of {predictor.modality or 'unknown'} inputs: "
-                          "attacks need a classifier with continuous inputs (images, signals, vectors)")
+                          "attacks need a classifier with continuous inputs (images, audio, signals, vectors, "
+                          "k-mer frequencies)")
     cfg = load_config(folder / "config.yaml")
     ds = build_dataset(cfg.data, seed=cfg.train.seed)
     splits = ds.splits()

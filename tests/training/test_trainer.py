@@ -178,3 +178,35 @@ def test_nan_guard_finite_check():
         assert not NanGuard.finite(torch.tensor(1.0), m)
     m.bias.grad[0] = 0.0
     assert not NanGuard.finite(torch.tensor(float("nan")), m)
+
+
+def test_a_limit_reached_at_an_epoch_end_is_checkpointed_with_the_state_that_reached_it(tmp_path):
+    """The epoch's checkpoint is taken first (same step); the callback that then stops the run has
+    moved on (an energy meter's last read), and the final checkpoint must hold that, not the earlier."""
+    from lamina.training import checkpoint
+    from lamina.training.callbacks import Checkpoint
+
+    class Budget(Callback):
+        order = 85  # after the checkpoint callback, like the energy meter
+
+        def __init__(self) -> None:
+            self.spent = 0
+
+        def epoch_end(self, trainer):
+            self.spent += 1
+            if self.spent == 2:
+                raise CancelFit("budget reached")
+
+        def state_dict(self):
+            return {"spent": self.spent}
+
+        def load_state_dict(self, state):
+            self.spent = state["spent"]
+
+    model = _model()
+    t = Trainer(model, engine=Engine.create("cpu"), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                task=Classify(3), callbacks=[Checkpoint(tmp_path, {}), Budget()])
+    t.fit(_loader(_data()), epochs=5)
+    state, _ = checkpoint.latest(tmp_path)
+    assert t.stop_reason == "budget reached" and state["counters"]["step"] == t.step
+    assert state["callbacks"]["Budget"]["spent"] == 2

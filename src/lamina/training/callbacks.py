@@ -190,8 +190,9 @@ class Checkpoint(Callback):
         self._signal: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def save(self, trainer: Trainer) -> Path:
-        if trainer.step != self.last_step or self.last_path is None:
+    def save(self, trainer: Trainer, *, force: bool = False) -> Path:
+        """Checkpoint the trainer (once per step; ``force``: again, when callbacks' state moved on)."""
+        if force or trainer.step != self.last_step or self.last_path is None:
             path = checkpoint.save({**trainer.state_dict(), "config": self.config}, self.folder / f"step-{trainer.step:09d}")
             checkpoint.prune(self.folder, self.keep)
             self.last_step, self.last_path, self._last_time = trainer.step, path, time.monotonic()
@@ -226,7 +227,9 @@ class Checkpoint(Callback):
 
     def fit_end(self, trainer: Trainer) -> None:
         if trainer.stop_reason:  # stopped by a limit (time, energy, early stopping): its state is kept too
-            self.save(trainer)
+            # forced: a limit reached at an epoch's end comes after that epoch's checkpoint of the same step,
+            # and the callback that stopped the run (e.g. the energy meter's total) has moved on since
+            self.save(trainer, force=True)
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()

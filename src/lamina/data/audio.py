@@ -31,13 +31,14 @@ from torch import Tensor
 
 from lamina.config import DataConfig
 from lamina.data.base import Dataset, Preprocess, Split
+from lamina.data.folders import class_folders, scan_splits
 from lamina.errors import LaminaError
 
 NOISE_FOLDER = "_background_noise_"
 PROGRESS_MIN_FILES = 300  # a progress bar when decoding more files than this
 KAISER_BETA = 5.0  # the resampling filter's window (scipy.signal.resample_poly's default)
 HALF_TAPS = 10  # filter half-length, in periods of the lower of the two rates
-_SPLIT_ALIASES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+SKIP = (".", "_")  # folders that are not classes: hidden ones, and _background_noise_ (Speech Commands)
 
 # -- reading WAV files ------------------------------------------------------------------------
 
@@ -262,27 +263,13 @@ def _progress(total: int, what: str) -> Iterator[Any]:
         yield lambda: bar.advance(task)
 
 
-def _folders(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
-
-
 def _wavs(folder: Path) -> list[Path]:
     return sorted(f for f in folder.rglob("*") if f.suffix.lower() == ".wav" and f.is_file()
                   and not any(p.startswith(".") for p in f.relative_to(folder).parts))
 
 
-def _split_dirs(root: Path) -> dict[str, Path]:
-    """``train/`` + ``test/`` and/or ``val/`` folders of class folders, else the root as train."""
-    folders = _folders(root)
-    names = {d.name.lower(): d for d in folders}
-    if "train" in names and len(names) >= 2 and set(names) <= set(_SPLIT_ALIASES) and all(
-            _folders(d) for d in folders):
-        return {_SPLIT_ALIASES[k]: d for k, d in names.items()}
-    return {"train": root}
-
-
 def _scan(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    classes = _folders(folder)
+    classes = class_folders(folder, skip=SKIP)
     if len(classes) < 2:
         have = f"only '{classes[0].name}'" if classes else "none"
         raise LaminaError(f"audio folder {folder} needs a sub-folder of .wav files per class, at least 2 "
@@ -341,13 +328,8 @@ def load_audio_folder(path: Path, cfg: DataConfig) -> Dataset:
     length = round(cfg.clip_seconds * cfg.sample_rate)
     if length < 1:
         raise LaminaError(f"data.clip_seconds={cfg.clip_seconds} gives no samples at {cfg.sample_rate} Hz; raise it")
-    dirs = _split_dirs(root)
-    scanned = {k: _scan(d) for k, d in dirs.items()}
+    dirs, scanned = scan_splits(root, _scan, skip=SKIP)
     classes = scanned["train"][0]
-    for k, (names, _) in scanned.items():
-        if names != classes:
-            raise LaminaError(f"{dirs[k]} has classes {names} but {dirs['train']} has {classes}; "
-                              "every split folder needs the same class folders")
     counts: dict[str, int] = {}
     splits = {k: _decode(items, cfg.sample_rate, length, counts, f"decoding {k} clips")
               for k, (_, items) in scanned.items()}

@@ -24,12 +24,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from lamina.data.base import Dataset, Preprocess, Split
+from lamina.data.folders import class_folders, scan_splits
 from lamina.errors import LaminaError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 GREY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
 MAX_AUTO_SIDE = 64  # without image_size, the common size is shrunk so its larger side is at most this
-SPLIT_NAMES = ("train", "val", "test")
 PROGRESS_MIN_FILES = 2000
 LAZY_BYTES = 2 * 2**30  # load_image_folder(lazy=None) decodes on access above this many decoded bytes
 # DecompressionBombWarning is an error when warnings are (python -W error): then it is refused like the rest
@@ -105,10 +105,6 @@ def _progress(total: int, what: str) -> Iterator[Any]:
         yield lambda: bar.advance(task)
 
 
-def _class_folders(root: Path) -> list[Path]:
-    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
         f
@@ -119,7 +115,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Class names and (file, label) pairs of a folder with one sub-folder per class."""
-    folders = _class_folders(root)
+    folders = class_folders(root)
     if not folders:
         raise LaminaError(
             f"image folder {root} has no class sub-folders; put each class's images in its own"
@@ -139,19 +135,6 @@ def _scan(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
             )
         items += [(f, label) for f in files]
     return [d.name for d in folders], items
-
-
-def _split_folders(root: Path) -> dict[str, Path] | None:
-    """``train/`` (+ ``val/``, ``test/``) sub-folders each holding class folders, else None."""
-    folders = _class_folders(root)
-    names = {d.name.lower(): d for d in folders}
-    if "train" not in names or not set(names) <= set(SPLIT_NAMES) | {"valid", "validation"} or len(names) < 2:
-        return None
-    if not all(_class_folders(d) for d in folders):
-        return None
-    out = {"train": names["train"], "test": names.get("test")}
-    out["val"] = names.get("val") or names.get("valid") or names.get("validation")
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def _decode_file(f: Path | str, channels: int, size: tuple[int, int]) -> Tensor:
@@ -262,15 +245,8 @@ def load_image_folder(path: str | Path, image_size: int | None = None, *, lazy: 
         raise LaminaError(f"{root} is not a directory; give a folder with one sub-folder of images per class")
     if image_size is not None and (isinstance(image_size, bool) or int(image_size) < 1):
         raise LaminaError(f"image_size must be a positive number of pixels, got {image_size!r}")
-    split_dirs = _split_folders(root) or {"train": root}
-    scanned = {k: _scan(d) for k, d in split_dirs.items()}
+    _, scanned = scan_splits(root, _scan)
     classes = scanned["train"][0]
-    for k, (names, _) in scanned.items():
-        if names != classes:
-            raise LaminaError(
-                f"{split_dirs[k]} has classes {names} but {split_dirs['train']} has {classes}; "
-                "every split folder needs the same class folders"
-            )
     modes, sizes = set(), []
     for _, items in scanned.values():
         for f, _ in items:

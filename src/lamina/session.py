@@ -73,7 +73,7 @@ def resolve_config(
     is a list of ``"a.b=c"`` strings, or one string of them separated by spaces.
     """
     from lamina import recipes
-    from lamina.data.sources import declared_modality, declared_task
+    from lamina.data.sources import declared
 
     if isinstance(overrides, str):
         overrides = overrides.split()
@@ -99,7 +99,7 @@ def resolve_config(
     # Two passes: the device decides whether a recipe's cuda overlay applies, and the data's task
     # (known without loading it) which task defaults lie under everything else.
     first = build(None, None)
-    return build(first.train.device, declared_task(first.data), declared_modality(first.data))
+    return build(first.train.device, *declared(first.data))
 
 
 def task_defaults(task: str, device: str | None) -> dict[str, Any]:

@@ -149,48 +149,41 @@ _LOADERS = {"image": _load_image, "audio": _load_audio, "text": load_text_path, 
             "table": _load_table, "array": _load_array}
 
 
-def declared_task(cfg: DataConfig) -> str:
-    """The task ``cfg``'s data declares, found without loading it: ``data.task`` when set, a
-    registered dataset's own, ``language-model`` for one text (a ``.txt`` file, a folder of them)
-    and ``classify`` for everything else (class folders, tables, arrays)."""
-    if cfg.task != "auto":
-        return cfg.task
+def declared(cfg: DataConfig) -> tuple[str, str]:
+    """The task and the modality ``cfg``'s data declares, found without loading it (one look at the
+    files). The task: ``data.task`` when set, a registered dataset's own, ``language-model`` for one
+    text (a ``.txt`` file, a folder of them), what a table's label column holds, else ``classify``.
+    The modality: ``data.modality`` when set, a registered dataset's, else :func:`detect`'s; ""
+    when unknown (the path is missing or unreadable: reported when the data is loaded)."""
     if cfg.name in DATASETS:
-        return DATASETS.get(cfg.name).task
+        entry = DATASETS.get(cfg.name)
+        return (cfg.task if cfg.task != "auto" else entry.task,
+                cfg.modality if cfg.modality != "auto" else entry.modality)
     path = Path(cfg.name).expanduser()
-    if not path.exists():
-        return "classify"
-    try:
-        modality, _ = detect(path, cfg)
-    except LaminaError:  # reported when the data is loaded
-        return "classify"
+    modality = ""
+    if path.exists():
+        try:
+            modality = detect(path, cfg)[0]
+        except LaminaError:  # reported when the data is loaded
+            pass
+    if cfg.task != "auto":
+        return cfg.task, modality
     if modality == "text" and (path.is_dir() or _suffix(path) == ".txt"):
         one_text = path.is_file() or not any(d.is_dir() for d in path.iterdir())
-        return "language-model" if one_text else "classify"
+        return ("language-model" if one_text else "classify"), modality
     if modality == "table":  # classify or regress: what the label column holds
         from lamina.data.tabular import table_task
 
         try:
-            return table_task(path, cfg)
+            return table_task(path, cfg), modality
         except LaminaError:  # reported when the data is loaded
-            return "classify"
-    return "classify"
+            pass
+    return "classify", modality
 
 
-def declared_modality(cfg: DataConfig) -> str:
-    """The modality of ``cfg``'s data found without loading it ("" for a registered dataset or an
-    unreadable path): ``data.modality`` when set, else :func:`detect`."""
-    if cfg.modality != "auto":
-        return cfg.modality
-    if cfg.name in DATASETS:
-        return DATASETS.get(cfg.name).modality
-    path = Path(cfg.name).expanduser()
-    if not path.exists():
-        return ""
-    try:
-        return detect(path, cfg)[0]
-    except LaminaError:  # reported when the data is loaded
-        return ""
+def declared_task(cfg: DataConfig) -> str:
+    """The task ``cfg``'s data declares, found without loading it (see :func:`declared`)."""
+    return declared(cfg)[0]
 
 
 def dataset_status(name: str) -> str:

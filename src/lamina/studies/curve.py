@@ -244,8 +244,9 @@ def _variants(data: str | None, compare: Sequence[str | Sequence[str]], *, confi
     for name, extra in zip(names, items, strict=True):
         cfg = resolve_config(data, config=config, recipe=recipe, overrides=[*base, *extra])
         validate(cfg)
-        if declared_task(cfg.data) != "classify":
-            raise LaminaError(f"{cfg.data.name} is {declared_task(cfg.data)} data: a curve needs a classification "
+        task = declared_task(cfg.data)
+        if task != "classify":
+            raise LaminaError(f"{cfg.data.name} is {task} data: a curve needs a classification "
                               "task (test accuracy against training examples)")
         folder = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "variant"
         while folder in folders:

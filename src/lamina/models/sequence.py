@@ -23,11 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lamina.errors import LaminaError, did_you_mean
+from lamina.errors import LaminaError
 from lamina.models.base import Model, check_hparams
 from lamina.models.layers import ActLayer, act_name, get_act, norm_name
 from lamina.models.text import PositionNorm
-from lamina.models.transformer import Block, init_transformer_weights, token_context
+from lamina.models.transformer import (
+    Block,
+    check_positions,
+    init_transformer_weights,
+    resolve_heads,
+    token_context,
+)
 from lamina.utils.alphabets import ALPHABETS as ALPHABETS
 from lamina.utils.alphabets import Alphabet as Alphabet
 from lamina.utils.alphabets import get_alphabet as get_alphabet
@@ -343,13 +349,8 @@ class SeqTransformer(Model):
         self.alphabet, self.vocab = check_sequence_args(self.name, vocab, alphabet)
         check_hparams(self.name, width=width, depth=depth, dropout=dropout)
         norm = norm_name(norm)
-        heads = int(heads) if heads else max(1, width // 32)
-        if width % heads:
-            raise LaminaError(f"model '{self.name}' needs heads that divide width {width}, got heads={heads}")
-        if positions not in POSITIONS:
-            raise LaminaError(f"unknown positions '{positions}': {did_you_mean(str(positions), POSITIONS)}")
-        if positions == "rotary" and (width // heads) % 2:
-            raise LaminaError(f"rotary positions need an even head size, got width {width} / heads {heads}")
+        heads = resolve_heads(self.name, width, heads, head_size=32)
+        check_positions(positions, width, heads, choices=POSITIONS)
         tokens = math.ceil(length / self.patch)
         self.add_stage("onehot", OneHot(self.alphabet, self.vocab, length))  # (B, S, T)
         self.add_stage("stem", PatchStem(len(self.alphabet.bases), width, self.patch, act=act, norm=norm))  # (B, C, N)

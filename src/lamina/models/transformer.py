@@ -44,9 +44,9 @@ def token_norm(model: str, norm: str | None, width: int) -> tuple[str, nn.Module
     return key, nn.LayerNorm(width) if key == "layer" else nn.Identity()
 
 
-def resolve_heads(model: str, width: int, heads: int | None) -> int:
-    """``heads`` or, when 0/None, ``max(1, width // 64)``; it must divide ``width``."""
-    h = int(heads) if heads else max(1, width // 64)
+def resolve_heads(model: str, width: int, heads: int | None, *, head_size: int = 64) -> int:
+    """``heads`` or, when 0/None, ``max(1, width // head_size)``; it must divide ``width``."""
+    h = int(heads) if heads else max(1, width // head_size)
     if h < 1 or width % h:
         raise LaminaError(f"model '{model}' needs heads that divide width {width}, got heads={h}")
     return h
@@ -73,10 +73,10 @@ def token_context(model: str, input_shape: Sequence[int]) -> int:
     return int(input_shape[0])
 
 
-def check_positions(positions: str, width: int, heads: int) -> bool:
-    """Whether ``positions`` is rotary (else learned); rotary needs an even head size."""
-    if positions not in POSITIONS:
-        raise LaminaError(f"unknown positions '{positions}': {did_you_mean(str(positions), POSITIONS)}")
+def check_positions(positions: str, width: int, heads: int, *, choices: tuple[str, ...] = POSITIONS) -> bool:
+    """Whether ``positions`` (one of ``choices``) is rotary; rotary needs an even head size."""
+    if positions not in choices:
+        raise LaminaError(f"unknown positions '{positions}': {did_you_mean(str(positions), choices)}")
     if positions == "rotary" and (width // heads) % 2:
         raise LaminaError(f"rotary positions need an even head size, got width {width} / heads {heads}")
     return positions == "rotary"

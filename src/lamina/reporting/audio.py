@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lamina.reporting.figures import _figure, _png
+from lamina.reporting.figures import _figure, _label, _png
 from lamina.reporting.html import (
     RunFolder,
     Section,
@@ -20,10 +20,6 @@ from lamina.reporting.html import (
 )
 
 ROWS = 6
-
-
-def _label(c: Any, classes: Sequence[str] | None) -> str:
-    return classes[c] if classes and isinstance(c, int) and 0 <= c < len(classes) else str(c)
 
 
 def audio_attributions(attr: Mapping[str, Any], *, classes: Sequence[str] | None = None) -> bytes:

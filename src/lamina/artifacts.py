@@ -134,15 +134,15 @@ class InputPredictor(Predictor):
         """Raw inputs -> a batch of raw examples and a name for each (``input`` or ``input[i]``)."""
         if self.codec is not None and hasattr(self.codec, "read") and not isinstance(inputs, torch.Tensor):
             batch, names = self.codec.read(inputs)
+            return self._checked(batch), names
+        batch = self.to_batch(inputs)  # checked there
+        items = [inputs] if isinstance(inputs, str | Path) else inputs
+        if isinstance(items, list | tuple) and len(items) == len(batch):
+            names = [str(i) if isinstance(i, str | Path) else f"[{n}]" for n, i in enumerate(items)]
         else:
-            batch = self.to_batch(inputs)
-            items = [inputs] if isinstance(inputs, str | Path) else inputs
-            if isinstance(items, list | tuple) and len(items) == len(batch):
-                names = [str(i) if isinstance(i, str | Path) else f"[{n}]" for n, i in enumerate(items)]
-            else:
-                base = str(inputs) if isinstance(inputs, str | Path) else ""
-                names = [f"{base}[{n}]" for n in range(len(batch))]
-        return self._checked(batch), names
+            base = str(inputs) if isinstance(inputs, str | Path) else ""
+            names = [f"{base}[{n}]" for n in range(len(batch))]
+        return batch, names
 
     def _checked(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() == len(self.model.input_shape):
@@ -168,9 +168,7 @@ class InputPredictor(Predictor):
             inputs = [inputs]
         if self.codec is not None and isinstance(inputs, list | tuple):
             return self._encode_texts(inputs)
-        if isinstance(inputs, torch.Tensor):
-            batch = inputs
-        elif isinstance(inputs, list | tuple) and inputs and all(isinstance(i, str | Path) for i in inputs):
+        if isinstance(inputs, list | tuple) and inputs and all(isinstance(i, str | Path) for i in inputs):
             if self.modality == "image":
                 batch = torch.stack([load_image(item, self.preprocess) for item in inputs])
             else:

@@ -195,3 +195,13 @@ def test_callback_state_and_counters_are_checkpointed(npz, tmp_path):
     assert state["counters"]["step"] == 10 and state["counters"]["samples"] == 160
     assert state["callbacks"]["EarlyStopping"]["bad"] == 0 and state["callbacks"]["EarlyStopping"]["best"] > 0
     assert state["data"] == {"epoch": 1, "position": 3, "seed": 0}  # 7 steps an epoch: step 10 = 3rd of epoch 2
+
+
+def test_adamw_resume_on_channels_last_weights_is_bit_identical(npz, tmp_path):
+    # the fused CPU AdamW kernel reads its moments in the parameter's layout: a checkpoint stores them
+    # contiguous, so resuming a channels_last conv net must put them back in channels_last (it diverged)
+    ref = _train(npz, tmp_path / "ref", "train.optimizer=adamw", "train.lr=0.003")
+    with pytest.raises(Interrupted):
+        _train(npz, tmp_path / "run", "train.optimizer=adamw", "train.lr=0.003", callbacks=[SignalAt(8)])
+    run = lamina.resume(tmp_path / "run", quiet=True)
+    assert (run.dir / "model.safetensors").read_bytes() == (ref.dir / "model.safetensors").read_bytes()

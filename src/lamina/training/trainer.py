@@ -200,9 +200,23 @@ class Trainer:
         """Model, optimizer, scheduler, grad scaler and EMA from a checkpoint (not data or RNG)."""
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        match_param_layout(self.optimizer)
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.engine.scaler is not None and "scaler" in state:
             self.engine.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+
+
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments, SGD's momentum) its parameter's memory
+    layout again. Checkpoints store tensors contiguous; a channels_last parameter's moments loaded that
+    way hold the same values in another order, which the fused AdamW kernel reads element by element
+    as if the layouts matched: the resumed run would silently diverge."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            for k, v in st.items():
+                if isinstance(v, Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)

@@ -54,6 +54,8 @@ bench-all: bench
 	$(PY) benchmarks/rrna16s.py
 	$(PY) benchmarks/tables.py
 	$(PY) benchmarks/quick_commands.py
+	$(PY) benchmarks/generative.py --chain-samples 100
+	$(PY) benchmarks/minatar_dqn.py --frames 300000 --seeds 0
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

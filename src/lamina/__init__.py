@@ -14,14 +14,28 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "train": "lamina.api", "resume": "lamina.api", "load": "lamina.api", "evaluate": "lamina.api",
     "inspect": "lamina.api", "report": "lamina.api", "generate": "lamina.api", "RunResult": "lamina.api",
-    "attack": "lamina.api", "curve": "lamina.api",
+    "attack": "lamina.api", "curve": "lamina.api", "sample": "lamina.api", "play": "lamina.api",
     "Predictor": "lamina.artifacts", "Classifier": "lamina.artifacts", "TextGenerator": "lamina.artifacts",
+    "ImageSampler": "lamina.artifacts",
     "RunConfig": "lamina.config", "LaminaError": "lamina.errors",
 }
 
 if TYPE_CHECKING:
-    from lamina.api import RunResult, attack, curve, evaluate, generate, inspect, load, report, resume, train
-    from lamina.artifacts import Classifier, Predictor, TextGenerator
+    from lamina.api import (
+        RunResult,
+        attack,
+        curve,
+        evaluate,
+        generate,
+        inspect,
+        load,
+        play,
+        report,
+        resume,
+        sample,
+        train,
+    )
+    from lamina.artifacts import Classifier, ImageSampler, Predictor, TextGenerator
     from lamina.config import RunConfig
     from lamina.errors import LaminaError
 
@@ -39,5 +53,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = ["Classifier", "LaminaError", "Predictor", "RunConfig", "RunResult", "TextGenerator", "__version__",
-           "attack", "curve", "evaluate", "generate", "inspect", "load", "report", "resume", "train"]
+__all__ = ["Classifier", "ImageSampler", "LaminaError", "Predictor", "RunConfig", "RunResult", "TextGenerator",
+           "__version__", "attack", "curve", "evaluate", "generate", "inspect", "load", "play", "report", "resume",
+           "sample", "train"]

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from lamina.artifacts import Classifier, Predictor, TextGenerator
 from lamina.artifacts import load as _load
-from lamina.config import RunConfig
+from lamina.config import RunConfig, load_config
 from lamina.errors import LaminaError
 from lamina.session import (
     Session,
@@ -131,7 +131,13 @@ def resume(run: str | Path, *, quiet: bool = False, console: Console | None = No
         run: the run folder.
         quiet, console, callbacks: as for :func:`train`.
     """
-    session = resume_session(Path(run), console or Console(stderr=True, quiet=quiet), quiet=quiet, extra=callbacks)
+    from lamina.rl.play import is_play_run, resume_play
+
+    console = console or Console(stderr=True, quiet=quiet)
+    if is_play_run(run):  # a game run of lamina play
+        summary = resume_play(run, console=console, quiet=quiet)
+        return RunResult(Path(run), summary, load_config(Path(run) / "config.yaml"))
+    session = resume_session(Path(run), console, quiet=quiet, extra=callbacks)
     return RunResult(session.out, session.run(), session.cfg)
 
 
@@ -271,5 +277,30 @@ def generate(run: str | Path, prompt: str = "", *, max_new_tokens: int = 500, te
     return model.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
 
 
+def sample(run: str | Path, n: int = 64, *, steps: int = 0, seed: int = 0, device: str = "cpu") -> Any:
+    """Images (n, C, H, W) in [0, 1] from a VAE or diffusion run (see
+    :meth:`lamina.artifacts.ImageSampler.sample`; ``steps``: a diffusion model's sampler steps)."""
+    model = _load(run, device)
+    if not hasattr(model, "sample"):
+        raise LaminaError(f"{run} is a {getattr(model, 'task', '?')} run: only VAE and diffusion runs sample images")
+    return model.sample(n, steps=steps, seed=seed)
+
+
+def play(env: str | None = None, *, quiet: bool = False, console: Console | None = None, **kw: Any) -> RunResult:
+    """Train a Double DQN agent on a game and write a run folder (the same as ``lamina play ENV``).
+
+    Args:
+        env: ``minatar/breakout`` ... or ``atari/<Game>`` (None: the config's ``rl.env``).
+        quiet, console: as for :func:`train`.
+        **kw: ``frames``, ``seed``, ``device``, ``out``, ``config``, ``overrides`` ... (see
+            :func:`lamina.rl.play.resolve_play_config`).
+    """
+    from lamina.rl.play import play as _play
+
+    summary = _play(env, console=console, quiet=quiet, **kw)
+    folder = Path(summary["run"])
+    return RunResult(folder, summary, load_config(folder / "config.yaml"))
+
+
 __all__ = ["Classifier", "Predictor", "RunResult", "TextGenerator", "attack", "curve", "evaluate", "generate", "inspect", "load",
-           "report", "resolve_config", "resume", "train"]
+           "play", "report", "resolve_config", "resume", "sample", "train"]

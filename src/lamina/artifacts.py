@@ -331,8 +331,48 @@ class Regressor(InputPredictor):
         raise LaminaError("this run is a regression: it predicts values (lamina predict), it does not generate text")
 
 
+class ImageSampler(Predictor):
+    """An image generator (a VAE or a diffusion model): ``sample`` new images; a VAE also
+    ``interpolate``s between two images in its latent space."""
+
+    def __init__(self, model: Model, meta: dict[str, Any], device: torch.device | None = None) -> None:
+        super().__init__(model, meta, device)
+        from lamina.tasks import TASKS
+
+        self.generator_task: Any = TASKS.get(self.task).from_meta(meta)
+        self.shape = tuple(self.generator_task.shape)
+
+    def sample(self, n: int = 64, *, steps: int = 0, seed: int = 0) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [0, 1] on the CPU; ``steps``: a diffusion model's sampler steps
+        (0: its default; fewer than its chain's length: DDIM); the same ``seed`` gives the same images."""
+        if n < 1:
+            raise LaminaError(f"--n must be at least 1 image, got {n}")
+        if steps < 0:
+            raise LaminaError(f"--steps must be positive (0: the model's default), got {steps}")
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        return self.generator_task.sample(self.model, n, steps=steps, generator=g).cpu()
+
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, n: int = 10) -> torch.Tensor:
+        """Images decoded along the line between the latent codes of raw images ``a`` and ``b``
+        (C, H, W uint8 or float in [0, 1]); (n, C, H, W) in [0, 1]. VAEs only."""
+        if not hasattr(self.generator_task, "interpolate"):
+            raise LaminaError(f"this run is a {self.task} model: only a VAE interpolates in a latent space")
+        pair = torch.stack([a, b]).to(self.device)
+        pixels = pair.float() / 255 if pair.dtype == torch.uint8 else pair.float()  # (2, C, H, W) in [0, 1]
+        lo, hi = self.generator_task.pixel_range
+        pair = lo + (hi - lo) * pixels
+        return self.generator_task.interpolate(self.model, pair[:1], pair[1:], n).cpu()
+
+    def predict(self, *args: Any, **kw: Any) -> list[str]:
+        raise LaminaError(f"this run is a {self.task} model: it generates images (lamina generate RUN --n 64), "
+                          "it does not predict classes")
+
+    top_k = predict_proba = predict
+
+
 PREDICTORS: dict[str, type[Predictor]] = {"classify": Classifier, "regress": Regressor,
-                                          "language-model": TextGenerator}
+                                          "language-model": TextGenerator, "vae": ImageSampler,
+                                          "diffusion": ImageSampler}
 
 
 def load(run: str | Path, device: str = "cpu") -> Predictor:

@@ -134,12 +134,60 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
+class GenerateConfig:
+    """Generative image models (``data.task=vae`` or ``diffusion``) and the samples a run writes."""
+
+    latent: int = 16  # VAE: latent dimensions
+    beta: float = 1.0  # VAE: weight of the KL term of the ELBO (beta-VAE, Higgins et al. 2017); 1: the true ELBO
+    decoder: str = "bernoulli"  # VAE: bernoulli (pixels in [0, 1] as probabilities) | gaussian (unit variance)
+    timesteps: int = 1000  # diffusion: steps of the forward noising chain
+    noise_schedule: str = "cosine"  # diffusion: cosine (Nichol & Dhariwal 2021) | linear (Ho et al. 2020)
+    prediction: str = "eps"  # diffusion: what the U-Net predicts: eps (the noise) | v (Salimans & Ho 2022)
+    sample_steps: int = 50  # diffusion: DDIM steps of the samples written during training (and lamina generate's default)
+    samples: int = 64  # images in each sample grid written during training
+    fd_classifier: str = "auto"  # FD-lamina's feature classifier: a classifier run folder | auto (train one, cached) | off
+    fd_samples: int = 2000  # generated images FD-lamina and precision/recall are computed on
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Reinforcement learning (``lamina play``): Double DQN on vectorised environments."""
+
+    env: str = "minatar/breakout"  # minatar/<game> | atari/<Game> (gymnasium + ale-py)
+    frames: int = 1_000_000  # environment frames to train for (all environments together)
+    envs: int = 8  # environments stepped together (one batched forward pass picks all their actions)
+    buffer: int = 100_000  # replay buffer capacity, in transitions (kept on the training device)
+    batch_size: int = 64  # transitions per update
+    frames_per_update: int = 8  # environment frames between updates (the replay ratio is batch_size / this)
+    # (8 environments, 64 transitions every 8 frames: a replay ratio of 8 where the MinAtar reference has 32, for
+    # >= 3x its frames/s on a 2-core CPU at a return as good; benchmarks/results/minatar_dqn_cpu.json)
+    lr: float = 0.001  # Adam's learning rate (eps 1.5e-4)
+    gamma: float = 0.99  # discount per step
+    n_step: int = 3  # n-step returns
+    target_period: int = 250  # updates between copies of the online network into the target network
+    learning_starts: int = 5000  # frames of random play before the first update
+    eps_start: float = 1.0  # exploration: epsilon decays linearly from eps_start ...
+    eps_end: float = 0.1  # ... to eps_end ...
+    eps_frames: int = 100_000  # ... over this many frames after learning starts
+    double: bool = True  # Double DQN targets (van Hasselt et al. 2016); false: plain DQN
+    eval_every: int = 50_000  # frames between evaluations during training (the return curve); 0: off
+    eval_episodes: int = 10  # episodes of each evaluation during training (lamina play RUN --eval: --episodes)
+    eval_eps: float = 0.0  # epsilon of evaluation episodes
+    sticky: float = 0.25  # Atari (and MinAtar): probability of repeating the previous action (Machado et al. 2018)
+    noop_max: int = 30  # Atari: up to this many no-op actions at the start of an episode
+    frame_skip: int = 4  # Atari: frames per action (the last two max-pooled)
+    max_episode_frames: int = 108_000  # cut (truncate) an episode after this many frames (MinAtar: steps); 0: never
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     out: str = ""  # run folder; empty: runs/<dataset>-<model>-<time>
 
 
@@ -242,6 +290,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node[p]
+        if isinstance(value, bool) and isinstance(node[leaf], str):  # YAML 1.1 reads off/no/on/yes as booleans
+            value = raw.strip()
         node[leaf] = value
     return from_dict(data)
 

@@ -25,6 +25,7 @@ from lamina.data.base import Dataset, build_dataset
 from lamina.errors import LaminaError, did_you_mean
 from lamina.tasks import TASKS
 from lamina.tasks.base import Task
+from lamina.tasks.generative import ImageGenerator
 from lamina.training import callbacks as cb
 from lamina.training import checkpoint
 from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
@@ -183,9 +184,23 @@ def validate(cfg: RunConfig) -> None:
         (-1 <= d.kmer <= 12, "data.kmer is a k-mer length 1..12, 0 (one-hot residues) or -1 (automatic)"),
         (d.max_length >= 0, "data.max_length is a number of residues, 0 (the longest record) or more"),
     ]
+    g = cfg.generate
+    checks += [
+        (g.latent >= 1, "generate.latent is a number of latent dimensions, 1 or more"),
+        (g.beta >= 0, "generate.beta weighs the KL term: use 0 or more (1: the true ELBO)"),
+        (g.timesteps >= 2, "generate.timesteps is the diffusion chain's length: use 2 or more (1000 is usual)"),
+        (1 <= g.sample_steps <= g.timesteps, f"generate.sample_steps must lie in 1..{g.timesteps} (generate.timesteps)"),
+        (g.samples >= 0, "generate.samples is a number of images per grid, 0 (none) or more"),
+        (g.fd_samples >= 10, "generate.fd_samples is a number of generated images, 10 or more (2000 is usual)"),
+    ]
     for ok, message in checks:
         if not ok:
             raise LaminaError(message)
+    for key, value, allowed in (("decoder", g.decoder, ("bernoulli", "gaussian")),
+                                ("noise_schedule", g.noise_schedule, ("cosine", "linear")),
+                                ("prediction", g.prediction, ("eps", "v"))):
+        if value not in allowed:
+            raise LaminaError(f"unknown generate.{key} '{value}': {did_you_mean(value, allowed)}")
     if cfg.adversarial.method:
         from lamina.robustness.training import check_config
 
@@ -207,6 +222,8 @@ def build_task(ds: Dataset, cfg: RunConfig) -> Task:
     """The task the data declares (``Dataset.task``), configured from ``cfg``; with
     ``adversarial.method`` set, wrapped so that it learns from adversarial examples."""
     task = TASKS.get(ds.task).from_data(ds, cfg)
+    if isinstance(task, ImageGenerator):
+        ds.preprocess = task.preprocess  # what the saved model's inputs are (and the pixel range it samples in)
     if not cfg.adversarial.method:
         return task
     if ds.task != "classify" or ds.modality in ("text", "table") or ds.preprocess.kind == "tokens":
@@ -309,6 +326,14 @@ class Session:
         if t.tensorboard:
             callbacks.append(cb.TensorBoard(self.out / "tensorboard"))
         callbacks += task.callbacks(self.out)
+        self.reference = self._fidelity_reference(console) if isinstance(task, ImageGenerator) else None
+        if self.reference is not None:
+            from lamina.fidelity import FidelityScores
+            from lamina.tasks.generative import SampleGrids
+
+            self.fidelity = FidelityScores(self.reference, self.out / "fidelity.jsonl", n=cfg.generate.fd_samples,
+                                           steps=cfg.generate.sample_steps, epochs=SampleGrids.epochs_to_sample)
+            callbacks.append(self.fidelity)
         from lamina.energy.meter import EnergyMeter
 
         self.meter = EnergyMeter.from_config(cfg.energy, engine.device, self.out)
@@ -317,6 +342,15 @@ class Session:
         self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler, task=task,
                                grad_clip=t.grad_clip, ema_decay=t.ema, on_nan=t.on_nan, rollback=ckpt.newest_state,
                                callbacks=callbacks)
+
+    def _fidelity_reference(self, console: Console) -> Any:
+        """FD-lamina's real-image features (see :mod:`lamina.fidelity`), or None when it is off."""
+        from lamina.fidelity import Features, Reference, classifier_run
+
+        run = classifier_run(self.cfg, console)
+        if run is None:
+            return None
+        return Reference.build(Features(run, self.engine.device), self.ds, seed=self.cfg.train.seed)
 
     def describe(self) -> str:
         ds, cfg = self.ds, self.cfg
@@ -340,6 +374,13 @@ class Session:
         final = trainer.ema.module if trainer.ema is not None else trainer.module
         # The reported metrics are those of the saved model as `load` runs it: fp32, not compiled.
         metrics = self.task.final_metrics(final, self.loaders)
+        if self.reference is not None:  # the final model's FD-lamina: scored after the last epoch, or now
+            from lamina.fidelity import score_model
+
+            last = self.fidelity.last
+            g = cfg.generate
+            metrics |= ({k: v for k, v in last.items() if k not in ("epoch", "step")} if last.get("step") == trainer.step
+                        else score_model(self.task, final, self.reference, n=g.fd_samples, steps=g.sample_steps))
         save_model(final, out, ds, self.task)
         summary = {
             "task": self.task.name, **metrics,
@@ -376,7 +417,7 @@ def resume_session(folder: Path, console: Console, *, quiet: bool, extra: Sequen
     state, path = found
     session = Session(cfg, console, quiet=quiet, resuming=True, extra=extra)
     session.trainer.load_state_dict(state)
-    for log in ("metrics.jsonl", "energy.jsonl"):
+    for log in ("metrics.jsonl", "energy.jsonl", "fidelity.jsonl", "samples/samples.jsonl"):
         truncate_metrics(folder / log, session.trainer.step)
     console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
     return session

@@ -21,6 +21,7 @@ from lamina.models import (
     MODEL_KWARGS,
     MODELS,
     NORMS,
+    TASK_KWARGS,
     BasicBlock,
     Model,
     ResNet,
@@ -67,11 +68,20 @@ def batch(model: Model, n: int = B, seed: int = 1) -> torch.Tensor:
 
 
 def output_shape(model: Model, x: torch.Tensor, n: int = B) -> tuple[int, ...]:
+    if model.output_kind in ("vae", "image"):  # a VAE's reconstruction logits, a denoiser's image: the input's shape
+        return (n, *x.shape[1:])
     return (n, x.shape[1], K) if model.output_kind == "token_logits" else (n, K)
 
 
+def main_output(y: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The tensor the contract checks: the output, or the first field of a tuple output (a VAE's logits)."""
+    return y[0] if isinstance(y, tuple) else y
+
+
 def loss_of(model: Model, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against fixed targets: one per example, or one per token."""
+    """Cross-entropy against fixed targets: one per example, or one per token (a denoiser's image: a squared error)."""
+    if model.output_kind == "image":
+        return (y.float() - 1).square().mean()
     targets = torch.arange(y.shape[:-1].numel()) % K
     return F.cross_entropy(y.reshape(-1, y.shape[-1]), targets)
 
@@ -96,7 +106,7 @@ def test_forward_gives_finite_logits(name: str, shape: tuple[int, ...]) -> None:
     assert isinstance(model, Model)
     x = batch(model)
     assert x.shape == (B, *shape)
-    y = model(x)
+    y = main_output(model(x))
     assert y.shape == output_shape(model, x)
     assert torch.isfinite(y).all()
 
@@ -104,7 +114,7 @@ def test_forward_gives_finite_logits(name: str, shape: tuple[int, ...]) -> None:
 @cases
 def test_backward_gives_finite_grad_for_every_parameter(name: str, shape: tuple[int, ...]) -> None:
     model = build(name, shape).train()
-    loss_of(model, model(batch(model))).backward()
+    loss_of(model, main_output(model(batch(model)))).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, pname
         assert torch.isfinite(p.grad).all(), pname
@@ -116,14 +126,15 @@ def test_state_dict_round_trip_rebuilds_from_arch(name: str, shape: tuple[int, .
     warm_up(model)
     arch = json.loads(json.dumps(model.arch))  # arch must be JSON-able
     assert arch["name"] == name and arch["input_shape"] == list(shape) and arch["num_classes"] == K
-    assert set(type(model).hparams) <= set(arch) <= {"name", "input_shape", "num_classes", *MODEL_KWARGS, *DATA_KWARGS}
+    assert set(type(model).hparams) <= set(arch) <= {"name", "input_shape", "num_classes", *MODEL_KWARGS, *DATA_KWARGS,
+                                                           *TASK_KWARGS}
     torch.manual_seed(123)  # a different init, so equality comes from the state dict
     fresh = create_model(**arch)
     assert fresh.arch == model.arch
     fresh.load_state_dict(model.state_dict())
     fresh.eval()
     x = batch(model)
-    assert torch.equal(fresh(x), model(x))
+    assert torch.equal(main_output(fresh(x)), main_output(model(x)))
 
 
 @cases
@@ -148,10 +159,13 @@ def test_stage_hooks_fire_in_order_and_last_equals_features(name: str, shape: tu
 @cases
 def test_forward_head_of_features_equals_forward(name: str, shape: tuple[int, ...]) -> None:
     model = build(name, shape, dropout=0.5).eval()
+    if model.output_kind == "vae":
+        pytest.skip("a VAE's forward is encode, sample, decode: no head on the features")
     x = batch(model)
     assert torch.equal(model.forward_head(model.forward_features(x)), model(x))
     pooled = model.forward_head(model.forward_features(x), pre_logits=True)
-    assert pooled.shape == (*output_shape(model, x)[:-1], model.num_features)
+    lead = (B,) if model.output_kind == "image" else output_shape(model, x)[:-1]
+    assert pooled.shape == (*lead, model.num_features)
 
 
 @cases
@@ -165,7 +179,7 @@ def test_features_have_the_declared_layout(name: str, shape: tuple[int, ...]) ->
     else:
         assert model.feature_layout == "channels"
         assert feats.shape[:2] == (B, model.num_features)
-    assert model.output_kind in ("logits", "token_logits")
+    assert model.output_kind in ("logits", "token_logits", "vae", "image")
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -185,16 +199,16 @@ def test_bf16_autocast_forward_and_backward(name: str) -> None:
     model = build(name, shape_of(name), width=8)
     warm_up(model)
     x = batch(model)
-    y32 = model(x)
+    y32 = main_output(model(x))
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = model(x)
+        y = main_output(model(x))
     assert y.shape == output_shape(model, x) and y.dtype == torch.bfloat16
     loss_of(model, y.float()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y16 = model(x)
+        y16 = main_output(model(x))
     torch.testing.assert_close(y16.float(), y32, atol=0.1, rtol=0.1)
 
 
@@ -237,7 +251,7 @@ def test_every_norm_builds_and_trains(name: str, norm: str) -> None:
     own = getattr(cls, "example_shape", None)
     shape = tuple(own) if own else (1, 8, 8) if cls.input_kind == "values" else (20,)  # type: ignore[attr-defined]
     model = build(name, shape, width=8, depth=1, norm=norm).train()  # Transformers refuse batch/group: skipped
-    loss_of(model, model(batch(model))).backward()
+    loss_of(model, main_output(model(batch(model)))).backward()
     assert all(p.grad is not None for p in model.parameters())
     assert model.arch["norm"] == norm
 
@@ -351,7 +365,9 @@ def test_unknown_model_name_suggests() -> None:
 def test_bad_hyperparameters_are_errors(kw: dict[str, object], match: str) -> None:
     for name in MODELS.names():
         extra = {"vocab": VOCAB} if "vocab" in MODELS.get(name).hparams else {}  # type: ignore[attr-defined]
-        shape = (1, 8, 8) if MODELS.get(name).input_kind == "values" else (20,)  # type: ignore[attr-defined]
+        cls = MODELS.get(name)
+        own = getattr(cls, "example_shape", None)  # a shape the model takes, where it names one
+        shape = tuple(own) if own else (1, 8, 8) if cls.input_kind == "values" else (20,)  # type: ignore[attr-defined]
         with pytest.raises(LaminaError, match=match):
             create_model(name, shape, 3, **kw, **extra)
 

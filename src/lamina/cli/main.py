@@ -1,5 +1,5 @@
 """``lamina`` on the command line: train, resume, eval, predict, generate, export, attack, curve, inspect,
-report, data.
+report, data, play.
 
 Bad input prints one line, ``error: <what is wrong> (<how to fix it>)``, and exits with 2;
 ``--debug`` shows the traceback instead.
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("data", nargs="?", help="dataset name, image folder, .npz, .txt or a folder of .txt files")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.width=64")
     t.add_argument("--model", help="auto | mlp | cnn | resnet | gpt | textcnn")
-    t.add_argument("--task", choices=["auto", "classify", "language-model"],
+    t.add_argument("--task", choices=["auto", "classify", "regress", "language-model", "vae", "diffusion"],
                    help="what to learn where the data allows more than one (default: what the data declares)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
@@ -135,8 +135,17 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
-    g = sub.add_parser("generate", help="write text with a language-model run (streams as it is produced)")
+    g = sub.add_parser("generate", help="sample images from a VAE or diffusion run, or text from a language model",
+                       description="An image run (vae, diffusion): writes a grid of --n samples as a PNG (RUN/generated/ "
+                                   "or --out DIR, with one PNG per image); a VAE with --interpolate also decodes the "
+                                   "line between two test images. A language-model run: streams text.")
     g.add_argument("run")
+    g.add_argument("--n", type=int, help="images: how many to sample (default 64; with --interpolate: 10 along the line)")
+    g.add_argument("--steps", type=int, default=0,
+                   help="diffusion: sampler steps (fewer than the chain's length: DDIM; 0: the run's default)")
+    g.add_argument("--out", help="images: a folder for the grid and one PNG per image (default RUN/generated)")
+    g.add_argument("--interpolate", nargs="*", type=int, metavar="I",
+                   help="VAE: decode the latent line between test images I and J (default 0 1)")
     g.add_argument("--prompt", default="", help="the text to continue")
     g.add_argument("--max-new-tokens", type=int, default=500)
     g.add_argument("--temperature", type=float, default=0.8, help="0: greedy; higher: more random")
@@ -165,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("name", help="dataset name, image folder or .npz file")
     i.add_argument("--grid", help="where to write the PNG grid (default <name>-samples.png)")
     i.add_argument("--json", action="store_true", help="print JSON")
+    from lamina.cli.play import add_parser as add_play
+
+    add_play(sub)
     return p
 
 
@@ -279,6 +291,13 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_resume(a: argparse.Namespace) -> int:
     from lamina.api import resume
+    from lamina.rl.play import is_play_run
+
+    if is_play_run(a.run):  # a game run of `lamina play` (its config.yaml says data.task: dqn)
+        from lamina.cli.play import print_summary
+
+        print_summary(resume(a.run, quiet=a.quiet).summary, Path(a.run))
+        return 0
 
     _print_result(resume(a.run, quiet=a.quiet))
     return 0
@@ -293,6 +312,12 @@ def _print_result(run: Any) -> None:
         what = f"test accuracy {s['test_accuracy']:.4f}{f1}{robust}  (loss {s['test_loss']:.4f}, "
     elif "test_rmse" in s:
         what = f"test RMSE {s['test_rmse']:.4g}, MAE {s['test_mae']:.4g}, R² {s['test_r2']:.4f}  ("
+    elif s.get("task") in ("vae", "diffusion"):
+        what = (f"test negative ELBO {s['test_nelbo']:.2f} nats ({s['test_bpd']:.4f} bits/dim)" if "test_nelbo" in s
+                else f"test loss {s['test_loss']:.4f}")
+        if "fd_lamina" in s:
+            what += f", FD-lamina {s['fd_lamina']:.2f} (real test images {s['fd_train_test']:.2f})"
+        what += "  ("
     else:
         what = f"validation {s['val_bpc']:.4f} bits per character  (loss {s['val_loss']:.4f} nats per token, "
     print(f"{what}{s['train_seconds']:.1f}s of training on {s['device']})  run folder: {run.dir}")
@@ -353,8 +378,11 @@ def _predict_table(model: Any, a: argparse.Namespace) -> int:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     from lamina.api import load
+    from lamina.artifacts import ImageSampler
 
     model = load(a.run, device=a.device)
+    if isinstance(model, ImageSampler):
+        return _generate_images(model, a)
     pieces = model.stream(a.prompt, max_new_tokens=a.max_new_tokens, temperature=a.temperature,  # type: ignore[attr-defined]
                           top_k=a.top_k or None, seed=a.seed, use_cache=not a.no_cache) \
         if hasattr(model, "stream") else model.generate()
@@ -363,6 +391,53 @@ def cmd_generate(a: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def _generate_images(model: Any, a: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from lamina.utils.grid import save_grid
+
+    out = Path(a.out) if a.out else Path(a.run) / "generated"
+    if a.interpolate is not None:
+        return _interpolate(model, a, out)
+    a.n = 64 if a.n is None else a.n
+    t0 = time.perf_counter()
+    images = model.sample(a.n, steps=a.steps, seed=a.seed)
+    seconds = time.perf_counter() - t0
+    steps = f"_steps{a.steps}" if a.steps else ""
+    grid = save_grid(images, out / f"samples_seed{a.seed}{steps}.png")
+    if a.out:  # one PNG per image too
+        from PIL import Image
+
+        for i, img in enumerate(images):
+            pixels = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(out / f"{i:04d}.png")
+    print(f"wrote {grid}: {a.n} samples in {seconds:.1f} s" + (f" (and {a.n} PNGs in {out})" if a.out else ""))
+    return 0
+
+
+def _interpolate(model: Any, a: argparse.Namespace, out: Path) -> int:
+    from lamina.config import load_config
+    from lamina.data.base import build_dataset
+    from lamina.utils.grid import save_grid
+
+    pair = a.interpolate or [0, 1]
+    if len(pair) != 2:
+        raise LaminaError(f"--interpolate takes two test-image indices (e.g. --interpolate 0 1), got {len(pair)}")
+    cfg = load_config(Path(a.run) / "config.yaml")
+    test = build_dataset(cfg.data, seed=cfg.train.seed).splits().get("test")
+    if test is None or not all(0 <= i < len(test) for i in pair):
+        raise LaminaError(f"--interpolate indices must lie in 0..{len(test) - 1 if test else 0} (the test split)")
+    n = 10 if a.n is None else a.n
+    if n < 2:
+        raise LaminaError(f"--n must be at least 2 images along an interpolation, got {n}")
+    images = model.interpolate(test.x[pair[0]], test.x[pair[1]], n)
+    path = save_grid(images, out / f"interpolation_{pair[0]}_{pair[1]}.png", nrow=len(images))
+    print(f"wrote {path}: {len(images)} images from test image {pair[0]} to {pair[1]}")
     return 0
 
 
@@ -413,15 +488,21 @@ def cmd_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_play(a: argparse.Namespace) -> int:
+    from lamina.cli.play import cmd_play
+
+    return cmd_play(a)
+
+
 COMMANDS = {"train": cmd_train, "attack": cmd_attack, "curve": cmd_curve, "resume": cmd_resume, "inspect": cmd_inspect, "report": cmd_report, "eval": cmd_eval,
-            "predict": cmd_predict, "generate": cmd_generate, "export": cmd_export, "data": cmd_data}
+            "predict": cmd_predict, "generate": cmd_generate, "export": cmd_export, "data": cmd_data, "play": _cmd_play}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`lamina train data --epochs 3 train.lr=0.1`)
-    if args.command in ("train", "curve") and all("=" in e and not e.startswith("-") for e in extra):
+    if args.command in ("train", "curve", "play") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -107,7 +107,8 @@ class Split:
         return Split(x, None if self.y is None else self.y[idx])
 
 
-TASKS = ("classify", "regress", "language-model")
+TASKS = ("classify", "regress", "language-model", "vae", "diffusion")
+GENERATIVE_TASKS = ("vae", "diffusion")  # image generators: labelled image data, split as for a classifier
 MODALITIES = ("image", "audio", "text", "sequence", "table", "signal", "vector")
 
 
@@ -272,11 +273,23 @@ def build_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
 
     if cfg.split_seed >= 0:
         seed = cfg.split_seed
+    if cfg.task in GENERATIVE_TASKS:  # before reading: a table's loader would object to the task first
+        modality = sources.declared(cfg)[1]
+        if modality in ("audio", "text", "sequence", "table"):  # an array's modality is known once it is read
+            raise LaminaError(_not_images(cfg.task, cfg.name, modality))
     ds = sources.load(cfg)
+    if cfg.task in GENERATIVE_TASKS:  # images to generate: split as a classifier's (labels colour the latent map)
+        return _generative_splits(ds, cfg, seed)
     if ds.task == "regress":
         return _regression_splits(ds, cfg, seed)
     if ds.task != "classify":  # the task's own loader made its splits (e.g. a text's contiguous tail)
         return ds
+    return build_dataset_splits(ds, cfg, seed)
+
+
+def build_dataset_splits(ds: Dataset, cfg: DataConfig, seed: int) -> Dataset:
+    """A labelled dataset's test and validation splits (stratified, where the source has none), checked,
+    with the training split's normalisation statistics."""
     if ds.train.y is None:
         raise LaminaError(f"{ds.name} has no labels, so it cannot be classified: set data.task=language-model")
     check_labels(ds.train.y, ds.num_classes, ds.name)
@@ -324,3 +337,18 @@ def _regression_splits(ds: Dataset, cfg: DataConfig, seed: int) -> Dataset:
     if len(ds.train) < 2:
         raise LaminaError(f"{ds.name}: fewer than 2 training examples left after splitting; add data")
     return ds
+
+
+def _generative_splits(ds: Dataset, cfg: DataConfig, seed: int) -> Dataset:
+    """The splits of images to generate: those of a classifier of the same data (its test split the
+    source's own, else carved stratified), with the task the config asks for."""
+    if ds.modality != "image" or len(ds.input_shape) != 3:
+        raise LaminaError(_not_images(cfg.task, ds.name, ds.modality))
+    ds = build_dataset_splits(ds, cfg, seed)
+    ds.task = cfg.task
+    return ds
+
+
+def _not_images(task: str, name: str, modality: str) -> str:
+    return (f"data.task={task} generates images, but {name} is {modality or 'not image'} data: give an image "
+            "dataset (e.g. fashion-mnist) or a folder of class folders of images")

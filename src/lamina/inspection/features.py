@@ -9,7 +9,6 @@ whatever the rank). The model runs in eval mode under ``no_grad`` and gets its m
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from lamina.errors import LaminaError
 from lamina.inspection.hooks import capture, model_stages
+from lamina.utils.modules import eval_mode as eval_mode
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 
@@ -53,15 +53,6 @@ def per_position(t: Tensor, layout: str) -> Tensor:
     return t if layout == "tokens" else t.transpose(1, 2)
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block and restore its train/eval mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def capped(batches: Batches, max_examples: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -8,6 +8,8 @@ What is written follows the run's task. A classifier (images, signals, vectors o
 CKA, activations, filters and top activations (images only), attributions, the confusion matrix
 and the most confident mistakes (with their pixels or their text). A language model: probes of
 the next character's class per block, and the attention maps of a sentence of the validation tail.
+A VAE or diffusion model (:mod:`lamina.inspection.generative`): activation statistics and a VAE's
+latent map. A game agent (:mod:`lamina.inspection.rl`): activations and saliency over an episode.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 
 from lamina import __version__
-from lamina.artifacts import Classifier, Regressor, TextGenerator, load
+from lamina.artifacts import Classifier, Regressor, TextGenerator, load, read_meta
 from lamina.config import load_config
 from lamina.data.base import Dataset, Preprocess, Split, build_dataset
 from lamina.data.gpu_loader import make_loader
@@ -46,7 +48,7 @@ ATTRIBUTION_EXAMPLES = 8
 MISCLASSIFIED = 16
 SENTENCE = 48  # tokens of the validation tail whose attention maps are kept
 PAD = 0  # the token id of padding in a text classifier's inputs
-TASKS = ("classify", "regress", "language-model")
+TASKS = ("classify", "regress", "language-model", "vae", "diffusion", "dqn")
 
 
 def check_run(folder: Path) -> None:
@@ -61,7 +63,12 @@ def check_run(folder: Path) -> None:
 
 def _load(folder: Path, device: str) -> Any:
     check_run(folder)
-    predictor = load(folder, device)
+    if read_meta(folder).get("task") == "dqn":  # a game run of lamina play: its agent, not a predictor
+        from lamina.inspection.rl import load_agent
+
+        predictor: Any = load_agent(folder, device)
+    else:
+        predictor = load(folder, device)
     task = getattr(predictor, "task", "classify")
     if task not in TASKS:
         raise LaminaError(f"{folder} is a {task} run: lamina inspect describes {' and '.join(TASKS)} runs so far")
@@ -160,13 +167,25 @@ def inspect_run(
         raise LaminaError(f"inspection needs max_examples >= 1 and batch_size >= 4, got {max_examples} and {batch_size}")
     folder = Path(run_dir)
     predictor = _load(folder, device)
-    job: _Inspection | _LanguageInspection
-    if getattr(predictor, "task", "classify") == "regress":
+    task = getattr(predictor, "task", "classify")
+    if task not in ("classify", "regress") and (compare_with is not None or top_stage is not None):
+        what = {"language-model": "a language-model", "dqn": "a game"}.get(task, f"a {task}")
+        raise LaminaError(f"{folder} is {what} run: comparing runs (--compare) and top activations (--stage) "
+                          "are for classifiers so far")
+    job: Any
+    if task in ("vae", "diffusion"):
+        from lamina.inspection.generative import GenerativeInspection
+
+        job = GenerativeInspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size,
+                                   write=_write)
+    elif task == "dqn":
+        from lamina.inspection.rl import GameInspection
+
+        job = GameInspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size,
+                             write=_write)
+    elif task == "regress":
         job = _RegressionInspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)
-    elif getattr(predictor, "task", "classify") == "language-model":
-        if compare_with is not None or top_stage is not None:
-            raise LaminaError(f"{folder} is a language-model run: comparing runs (--compare) and top activations "
-                              "(--stage) are for classifiers so far")
+    elif task == "language-model":
         job = _LanguageInspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)
     else:
         job = _Inspection(folder, predictor, max_examples=max_examples, seed=seed, batch_size=batch_size)

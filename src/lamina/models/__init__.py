@@ -6,6 +6,7 @@ from lamina.models.cnn import ResNet as ResNet
 from lamina.models.factory import DATA_KWARGS as DATA_KWARGS
 from lamina.models.factory import MODEL_KWARGS as MODEL_KWARGS
 from lamina.models.factory import MODELS as MODELS
+from lamina.models.factory import TASK_KWARGS as TASK_KWARGS
 from lamina.models.factory import create_model as create_model
 from lamina.models.layers import ACTS as ACTS
 from lamina.models.layers import NORMS as NORMS

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lamina.errors import LaminaError, did_you_mean
-from lamina.models import audio, sequence, tabular
+from lamina.models import audio, qnet, sequence, tabular, unet, vae
 from lamina.models.base import Model
 from lamina.models.cnn import CNN, ResNet
 from lamina.models.mlp import MLP
@@ -24,7 +24,7 @@ from lamina.registry import Registry
 
 MODELS: Registry[Callable[..., Model]] = Registry("model")
 for _cls in (MLP, CNN, ResNet, GPT, TextCNN, TextTransformer, *audio.REGISTERED, *sequence.REGISTERED,
-             *tabular.REGISTERED):
+             *tabular.REGISTERED, *unet.REGISTERED, *vae.REGISTERED, *qnet.REGISTERED):
     MODELS.register(_cls.name, _cls)
 
 # The keyword arguments of create_model that come from ModelConfig (its fields besides the name);
@@ -34,6 +34,9 @@ MODEL_KWARGS: tuple[str, ...] = ("width", "depth", "act", "norm", "dropout", "he
 # token-id models, a sequence's alphabet (dna | rna | protein), an audio model's sample rate and
 # SpecAugment masks, the cardinalities of a table's categorical columns.
 DATA_KWARGS: tuple[str, ...] = ("vocab", "alphabet", "sample_rate", "spec_masks", "categories")
+# Keyword arguments a task sets from its own config section: a VAE's latent size, a U-Net's channel
+# multipliers per level.
+TASK_KWARGS: tuple[str, ...] = ("latent", "mults")
 
 
 def auto_model_name(input_shape: Sequence[int]) -> str:
@@ -56,7 +59,7 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
     >>> m.arch["name"], m.arch["width"], m.arch["depth"]
     ('cnn', 8, 1)
     """
-    valid = MODEL_KWARGS + DATA_KWARGS
+    valid = MODEL_KWARGS + DATA_KWARGS + TASK_KWARGS
     unknown = [k for k in kwargs if k not in valid]
     if unknown:
         raise LaminaError(

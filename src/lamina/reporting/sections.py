@@ -44,6 +44,18 @@ def section_summary(run: RunFolder) -> Section:
         examples = (f"{s.get('train_examples', '—')} training tokens, {s.get('val_tokens', '—')} validation "
                     f"tokens, windows of {s.get('context', data.get('context', '—'))}")
         loss = ("validation loss", f"{_num(s.get('val_loss'), 4)} nats per token")
+    elif run_task(run) == "vae":
+        headline = ("test negative ELBO", f"{_num(s.get('test_nelbo'), 1)} nats")
+        examples = f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"
+        loss = ("test bits per dimension", _num(s.get("test_bpd"), 4))
+    elif run_task(run) == "diffusion":
+        headline = ("FD-lamina", f"{_num(s.get('fd_lamina'), 2)} (real: {_num(s.get('fd_train_test'), 2)})")
+        examples = f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"
+        loss = ("test loss", _num(s.get("test_loss"), 4))
+    elif run_task(run) == "dqn":  # a game run of lamina play
+        headline = ("evaluation return", f"{_num(s.get('eval_return_mean'), 2)} ± {_num(s.get('eval_return_std'), 2)}")
+        examples = f"{_num(s.get('frames'), 0)} frames, {_num(s.get('episodes'), 0)} training episodes"
+        loss = ("updates, frames per second", f"{_num(s.get('updates'), 0)}, {_num(s.get('fps'), 0)}")
     elif "test_rmse" in s:  # a regression
         headline = ("test RMSE", _num(s.get("test_rmse"), 4))
         examples = f"{s.get('train_examples', '—')} train, {s.get('test_examples', '—')} test"
@@ -57,13 +69,20 @@ def section_summary(run: RunFolder) -> Section:
     cards = [headline, ("parameters", params), ("training time", duration(s.get("train_seconds"))),
              ("epochs", s.get("epochs", "—"))]
     recipe = ", ".join(f"{k} {train[k]}" for k in ("optimizer", "lr", "schedule") if k in train)
+    recipe = f"{recipe}, batch {data.get('batch_size', '—')}" if recipe else "—"
+    steps = f"{s.get('steps', '—')} steps"
+    if run_task(run) == "dqn":  # a game run's recipe is its rl section, its steps are updates
+        rl = cfg.get("rl") or {}
+        recipe = "Double DQN, " + ", ".join(f"{k} {rl[k]}" for k in ("lr", "batch_size", "gamma", "n_step", "envs")
+                                            if k in rl)
+        steps = f"{s.get('updates', '—')} updates"
     rows: list[tuple[str, Any]] = [
         ("dataset", s.get("dataset") or data.get("name", "—")),
         ("examples", examples),
         ("model", f"{s.get('model', '—')} ({shape})" if shape else s.get("model", "—")),
         loss,
-        ("training time", f"{duration(s.get('train_seconds'))} ({s.get('steps', '—')} steps)"),
-        ("recipe", f"{recipe}, batch {data.get('batch_size', '—')}" if recipe else "—"),
+        ("training time", f"{duration(s.get('train_seconds'))} ({steps})"),
+        ("recipe", recipe),
         ("device", s.get("device", "—")), ("precision", s.get("precision", "—")),
         ("torch", s.get("torch", "—")), ("lamina", s.get("lamina", "—")),
         ("seed", s.get("seed", train.get("seed", "—"))),
@@ -100,12 +119,15 @@ def section_learning_curves(run: RunFolder) -> Section | None:
         return None
     epochs = [r for r in records if r.get("kind") == "epoch"]
     lm = run_task(run) == LM
-    metric, name = ("bpc", "bits per character") if lm else ("accuracy", "accuracy")
+    metric, name = {LM: ("bpc", "bits per character"), "vae": ("kl", "KL term"),
+                    "diffusion": ("loss", "loss"), "dqn": ("return", "episode return")}.get(
+                        run_task(run), ("accuracy", "accuracy"))
     text = ""
     vals = [(r[f"val_{metric}"], r.get("epoch")) for r in epochs if isinstance(r.get(f"val_{metric}"), float)]
     if vals:
-        best, at = (min if lm else max)(vals, key=lambda v: v[0])
-        shown = f"{best:.3f}" if lm else pct(best)
+        higher = metric in ("accuracy", "return")
+        best, at = (max if higher else min)(vals, key=lambda v: v[0])
+        shown = pct(best) if metric == "accuracy" else f"{best:.3f}"
         text = f"Best validation {name} {shown} after epoch {at} of {len(epochs)}."
     fig = image(figures.learning_curves(records, metric=metric, label=name), f"loss and {name} against training step",
                 "Grey: every logged training step; dots: epoch means on the training and validation sets."

@@ -279,11 +279,3 @@ def test_a_non_finite_loss_stops_or_is_skipped_without_changing_the_weights() ->
     assert loop.nan_guard.skipped > 3
     assert all(torch.equal(a, b) for a, b in zip(p.before, _weights(loop), strict=True))
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is faster, and immune to other processes' load on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -14,7 +14,6 @@ import torch
 
 from lamina.config import RLConfig, load_config
 from lamina.errors import LaminaError
-from lamina.models.qnet import REGISTERED
 
 minatar = pytest.importorskip("minatar")
 
@@ -22,24 +21,6 @@ from lamina.cli.play import add_parser, cmd_play  # noqa: E402
 from lamina.rl import envs as envs_mod  # noqa: E402
 from lamina.rl.envs import make_env  # noqa: E402
 from lamina.rl.play import parse_frames  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    """The Q-networks in the model registry (until the lead registers qnet.REGISTERED in factory.py)."""
-    from lamina.models import MODELS
-
-    for cls in REGISTERED:
-        if cls.name not in MODELS.names():
-            monkeypatch.setitem(MODELS._items, cls.name, cls)
 
 
 def run_cli(*argv: str) -> int:
@@ -151,7 +132,7 @@ def test_frames_accept_suffixes_and_refuse_non_positive_values() -> None:
             parse_frames(bad)
 
 
-def test_play_trains_writes_the_run_folder_evaluates_and_makes_a_gif(tmp_path, registered, capsys) -> None:
+def test_play_trains_writes_the_run_folder_evaluates_and_makes_a_gif(tmp_path, capsys) -> None:
     from lamina.artifacts import MODEL_FORMAT, read_model
 
     out = tmp_path / "run"
@@ -187,7 +168,7 @@ def test_play_trains_writes_the_run_folder_evaluates_and_makes_a_gif(tmp_path, r
     assert len(q["q"]) == q["steps"] and len(q["q"][0]) == 6
 
 
-def test_an_interrupted_play_run_resumes_to_the_same_weights(tmp_path, registered) -> None:
+def test_an_interrupted_play_run_resumes_to_the_same_weights(tmp_path) -> None:
     from lamina.rl.play import resume_play
     from lamina.training import callbacks as cb
 
@@ -239,11 +220,9 @@ def test_envs_module_reports_its_extras() -> None:
     assert envs_mod.MINATAR_EXTRA == "pip install 'lamina[rl]'" and envs_mod.ATARI_EXTRA == "pip install 'lamina[atari]'"
 
 
-def test_lamina_main_runs_play_once_wired(tmp_path, registered) -> None:
+def test_lamina_main_runs_play(tmp_path) -> None:
     from lamina.cli import main as cli_main
 
-    if "play" not in cli_main.COMMANDS:
-        pytest.skip("lamina play is not registered in lamina.cli.main yet")
     out = tmp_path / "run"
     assert cli_main.main(["play", "minatar/breakout", "--frames", "3000", "--out", str(out), "--quiet", *TINY]) == 0
     assert (out / "summary.json").is_file()

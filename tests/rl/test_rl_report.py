@@ -22,13 +22,6 @@ TINY = ["rl.envs=4", "rl.learning_starts=300", "rl.eval_every=1000", "rl.eval_ep
         "rl.buffer=3000", "rl.max_episode_frames=200"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def game_run(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -34,6 +34,7 @@ from lamina.training.optim import create_optimizer, default_lr
 from lamina.training.schedules import create_scheduler
 from lamina.training.trainer import Trainer
 from lamina.utils.io import atomic_write_bytes, default_run_dir, write_json
+from lamina.utils.lock import RunLock
 
 # The keyword arguments of ``lamina.train`` that are config keys: the CLI's short names.
 SHORT_KEYS = {"model": "model.name", "epochs": "train.epochs", "batch_size": "data.batch_size", "lr": "train.lr",
@@ -298,6 +299,9 @@ class Session:
         self.model = model = task.build_model(cfg.model, ds)
         cfg = resolve_run(cfg, ds, model.arch["name"], task)
         self.cfg, self.out = cfg, Path(cfg.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise LaminaError(f"--out {self.out} exists and is not a folder: choose another --out")
+        self.lock = RunLock(self.out).acquire()  # one writer per run folder, until run() ends
         if not resuming:
             _prepare_out(self.out)
             # without its folder: `lamina train --config RUN/config.yaml` repeats the run into a new one
@@ -363,10 +367,16 @@ class Session:
 
     def run(self) -> dict[str, Any]:
         """Train, evaluate the final model as ``load`` will run it, save it, write ``summary.json``."""
-        cfg, ds, trainer, engine, out = self.cfg, self.ds, self.trainer, self.engine, self.out
         self.console.print(self.describe())
-        for note in ds.notes:
+        for note in self.ds.notes:
             self.console.print(f"  {note}", highlight=False)
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
+        cfg, ds, trainer, engine, out = self.cfg, self.ds, self.trainer, self.engine, self.out
         seconds_before = trainer.train_seconds  # a resumed run's earlier training time
         trainer.fit(self.loaders["train"], self.loaders.get("val"), epochs=cfg.train.epochs)
         if trainer.stop_reason:

@@ -39,6 +39,7 @@ from lamina.training import checkpoint
 from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
 from lamina.training.nan_guard import NanGuard
 from lamina.utils.io import atomic_path, default_run_dir, read_json, write_json
+from lamina.utils.lock import RunLock
 
 TASK = "dqn"  # config.yaml's data.task of a game run (how `lamina resume` tells it apart)
 MODALITY = "game"
@@ -165,6 +166,9 @@ class PlaySession:
         cfg = replace(cfg, model=replace(cfg.model, width=a["width"], depth=a["depth"], act=a["act"], norm=a["norm"],
                                          dropout=a["dropout"]))
         self.cfg, self.model = cfg, model.to(engine.device)
+        if self.out.exists() and not self.out.is_dir():
+            raise LaminaError(f"--out {self.out} exists and is not a folder: choose another --out")
+        self.lock = RunLock(self.out).acquire()  # one writer per run folder, until run() ends
         if not resuming:
             _prepare_out(self.out)
             save_config(replace(cfg, out=""), self.out / "config.yaml")
@@ -199,8 +203,14 @@ class PlaySession:
 
     def run(self) -> dict[str, Any]:
         """Train, evaluate the final network, save it, write ``summary.json``."""
-        loop, rl = self.loop, self.cfg.rl
         self.console.print(self.describe())
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
+        loop, rl = self.loop, self.cfg.rl
         seconds_before = loop.train_seconds
         loop.fit()
         if loop.stop_reason:

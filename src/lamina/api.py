@@ -25,6 +25,7 @@ from lamina.session import (
     adversarial_overrides,
     evaluate_run,
     resolve_config,
+    restart_session,
     resume_session,
     validate,
 )
@@ -114,9 +115,12 @@ def train(
                          tensorboard=tensorboard, max_minutes=max_minutes, max_energy_kwh=max_energy_kwh,
                          grid_intensity=None if grid_intensity is None else str(grid_intensity))
     validate(cfg)
-    session = Session(cfg, console or Console(stderr=True, quiet=quiet), quiet=quiet, extra=callbacks)
+    console = console or Console(stderr=True, quiet=quiet)
+    # torchrun --max-restarts started this job again after a failure: it resumes its run folder
+    session = (restart_session(cfg, console, quiet=quiet, extra=callbacks)
+               or Session(cfg, console, quiet=quiet, extra=callbacks))
     result = RunResult(session.out, session.run(), session.cfg)
-    if report:
+    if report and session.dist.is_main:
         _write_report(result.dir)
     return result
 

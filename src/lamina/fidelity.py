@@ -129,6 +129,12 @@ def classifier_run(cfg: RunConfig, console: Console) -> Path | None:
 
 def _train_classifier(d: DataConfig, folder: Path, seed: int, device: str, console: Console) -> None:
     from lamina.session import Session, resolve_config, validate
+    from lamina.utils import dist
+
+    if dist.active():  # a nested single-process run inside a job would leave the other ranks waiting
+        raise LaminaError(f"FD-lamina's feature classifier of {d.name} is not cached yet, and a job of several "
+                          "processes cannot train it: train this model once in one process (it caches the "
+                          "classifier), or set generate.fd_classifier=off or a classifier run folder")
 
     console.print(f"FD-lamina: training its feature classifier of {d.name} once (the fast recipe), cached in {folder}")
     if folder.exists():  # an unfinished earlier attempt

@@ -8,6 +8,7 @@ import json
 import math
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from lamina.training.nan_guard import NanGuard
 from lamina.training.optim import create_optimizer, default_lr
 from lamina.training.schedules import create_scheduler
 from lamina.training.trainer import Trainer
+from lamina.utils import dist as dist_utils
 from lamina.utils.io import atomic_write_bytes, default_run_dir, write_json
 from lamina.utils.lock import RunLock
 
@@ -151,6 +153,12 @@ def validate(cfg: RunConfig) -> None:
     SCHEDULES.get(cfg.train.schedule)
     resolve_device(cfg.train.device)
     NanGuard(cfg.train.on_nan)  # checks the policy name
+    from lamina.training.distributed import STRATEGIES
+
+    if cfg.train.strategy not in STRATEGIES:
+        raise LaminaError(f"unknown train.strategy '{cfg.train.strategy}': {did_you_mean(cfg.train.strategy, STRATEGIES)}")
+    if not cfg.train.dist_timeout > 0:
+        raise LaminaError("train.dist_timeout is in seconds: use a positive number (600 is the default)")
     if cfg.data.loader not in ("auto", "device", "torch"):
         raise LaminaError(f"unknown data.loader '{cfg.data.loader}': use auto, device or torch")
     if cfg.data.task not in ("auto", *DATA_TASKS):
@@ -287,50 +295,61 @@ class Session:
     def __init__(self, cfg: RunConfig, console: Console, *, quiet: bool, resuming: bool = False,
                  extra: Sequence[cb.Callback] = (), dataset: Dataset | None = None) -> None:
         self.t_start = time.perf_counter()
-        self.console = console
         if cfg.train.deterministic:
             enable_determinism()
         seed_everything(cfg.train.seed)
-        self.ds = ds = dataset if dataset is not None else build_dataset(cfg.data, seed=cfg.train.seed)
+        t = cfg.train
+        # First the job of processes (one, or torchrun's): everything below may need to agree with it.
+        self.engine = engine = Engine.create(t.device, t.precision, t.compile, False, t.threads, strategy=t.strategy,
+                                             seed=t.seed, dist_timeout=t.dist_timeout,
+                                             sync_batchnorm=t.sync_batchnorm)
+        self.dist = engine.dist
+        if not self.dist.is_main:  # rank 0 prints and writes; the others train quietly beside it
+            console, quiet = Console(quiet=True), True
+            warnings.simplefilter("ignore")  # the same code runs on every rank: rank 0's warnings are theirs
+        self.console = console
+        # rank 0 first: it fills the data caches that the others then read
+        self.ds = ds = dataset if dataset is not None else dist_utils.main_first(
+            lambda: build_dataset(cfg.data, seed=cfg.train.seed))
         self.task = task = build_task(ds, cfg)
-        channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else ds.modality == "image"
-        self.engine = engine = Engine.create(cfg.train.device, cfg.train.precision, cfg.train.compile, channels_last,
-                                             cfg.train.threads)
+        engine.channels_last = bool(t.channels_last if t.channels_last is not None else ds.modality == "image")
         self.model = model = task.build_model(cfg.model, ds)
         cfg = resolve_run(cfg, ds, model.arch["name"], task)
+        cfg = replace(cfg, out=dist_utils.broadcast(cfg.out))  # rank 0's folder (a default name holds the time)
         self.cfg, self.out = cfg, Path(cfg.out)
-        if self.out.exists() and not self.out.is_dir():
-            raise LaminaError(f"--out {self.out} exists and is not a folder: choose another --out")
-        self.lock = RunLock(self.out).acquire()  # one writer per run folder, until run() ends
-        if not resuming:
-            _prepare_out(self.out)
-            # without its folder: `lamina train --config RUN/config.yaml` repeats the run into a new one
-            save_config(replace(cfg, out=""), self.out / "config.yaml")
+        self.lock = dist_utils.on_main(lambda: self._claim(cfg, resuming))  # one writer per run folder
         self.loaders = task.loaders(ds, cfg.data, device=engine.device, seed=cfg.train.seed,
                                     channels_last=engine.channels_last)
+        for loader in self.loaders.values():
+            self.dist.shard_loader(loader)  # each rank its part of every batch
         t = cfg.train
-        optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
+        model = self.dist.shard(model.to(engine.device))  # fsdp: sharded in place, before the optimizer sees it
+        optimizer = create_optimizer(t.optimizer, model, lr=t.lr,  # type: ignore[arg-type]
                                      weight_decay=t.weight_decay, momentum=t.momentum, beta2=t.beta2)
         scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
                                      warmup_fraction=t.warmup)
         saved = to_dict(replace(cfg, out=""))  # a checkpoint's config, like config.yaml, repeats into a new folder
         ckpt = cb.Checkpoint(self.out / "checkpoints", saved, keep=t.keep_checkpoints,
                              every_steps=t.checkpoint_every, every_minutes=t.checkpoint_minutes)
+        # Every rank has the same callbacks (they meet at the same steps); only rank 0's write.
         callbacks: list[cb.Callback] = [cb.MetricsLogger(self.out / "metrics.jsonl"), ckpt, *extra]
+        main = self.dist.is_main
         if not quiet:
             callbacks.append(cb.ProgressBar(console))
         if t.early_stopping > 0:
             callbacks.append(cb.EarlyStopping(t.early_stopping))
         if t.max_minutes > 0:
             callbacks.append(cb.TimeLimit(t.max_minutes * 60))
-        if t.gradient_flow_every > 0:
+        if t.gradient_flow_every > 0 and main:
             from lamina.inspection.gradients import GradientFlow
 
             callbacks.append(GradientFlow(self.out / "inspection" / "gradients.jsonl", every=t.gradient_flow_every))
         if t.tensorboard:
             callbacks.append(cb.TensorBoard(self.out / "tensorboard"))
-        callbacks += task.callbacks(self.out)
-        self.reference = self._fidelity_reference(console) if isinstance(task, ImageGenerator) else None
+        if main:  # samples written during training (under ddp the bare module samples: no collective)
+            callbacks += task.callbacks(self.out)
+        self.reference = (dist_utils.on_main(lambda: self._fidelity_reference(console))
+                          if isinstance(task, ImageGenerator) else None)
         if self.reference is not None:
             from lamina.fidelity import FidelityScores
             from lamina.tasks.generative import SampleGrids
@@ -346,6 +365,17 @@ class Session:
         self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler, task=task,
                                grad_clip=t.grad_clip, ema_decay=t.ema, on_nan=t.on_nan, rollback=ckpt.newest_state,
                                callbacks=callbacks)
+
+    def _claim(self, cfg: RunConfig, resuming: bool) -> RunLock:
+        """Lock the run folder (rank 0), and for a new run prepare it and write ``config.yaml``."""
+        if self.out.exists() and not self.out.is_dir():
+            raise LaminaError(f"--out {self.out} exists and is not a folder: choose another --out")
+        lock = RunLock(self.out).acquire()
+        if not resuming:
+            _prepare_out(self.out)
+            # without its folder: `lamina train --config RUN/config.yaml` repeats the run into a new one
+            save_config(replace(cfg, out=""), self.out / "config.yaml")
+        return lock
 
     def _fidelity_reference(self, console: Console) -> Any:
         """FD-lamina's real-image features (see :mod:`lamina.fidelity`), or None when it is off."""
@@ -373,12 +403,25 @@ class Session:
         try:
             return self._run()
         finally:
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release()
+            self.engine.close()  # the process group ends with the run
 
     def _run(self) -> dict[str, Any]:
         cfg, ds, trainer, engine, out = self.cfg, self.ds, self.trainer, self.engine, self.out
         seconds_before = trainer.train_seconds  # a resumed run's earlier training time
-        trainer.fit(self.loaders["train"], self.loaders.get("val"), epochs=cfg.train.epochs)
+        try:
+            trainer.fit(self.loaders["train"], self.loaders.get("val"), epochs=cfg.train.epochs)
+        except (RuntimeError, OSError) as e:
+            if self.dist.world_size == 1 or not lost_peers(e):
+                raise
+            newest = self.trainer.callbacks and ckpt_of(self.trainer.callbacks)
+            from lamina.training.distributed import PeersLost
+
+            raise PeersLost(
+                f"rank {self.dist.rank} of {self.dist.world_size}: the other processes of this job stopped answering "
+                f"({_first_line(e)}); torchrun's summary names the rank that failed. Resume from "
+                f"{newest or 'the newest checkpoint'} with: lamina resume {out} --nproc {self.dist.world_size}") from None
         if trainer.stop_reason:
             self.console.print(f"stopped early: {trainer.stop_reason}")
         final = trainer.ema.module if trainer.ema is not None else trainer.module
@@ -391,21 +434,65 @@ class Session:
             g = cfg.generate
             metrics |= ({k: v for k, v in last.items() if k not in ("epoch", "step")} if last.get("step") == trainer.step
                         else score_model(self.task, final, self.reference, n=g.fd_samples, steps=g.sample_steps))
-        save_model(final, out, ds, self.task)
         summary = {
             "task": self.task.name, **metrics,
             "train_seconds": trainer.train_seconds,
             "total_seconds": seconds_before + time.perf_counter() - self.t_start,
             "epochs": trainer.epoch, "steps": trainer.step, "skipped_steps": trainer.nan_guard.skipped,
             "stop_reason": trainer.stop_reason, "params": self.model.num_params(), "model": cfg.model.name,
-            **(self.meter.summary() if self.meter is not None else {"energy_method": "off"}),
+            **self._energy(),
             "dataset": ds.name, "modality": ds.modality, "train_examples": len(ds.train), "data_notes": ds.notes,
             "device": _device_name(engine.device), "precision": engine.precision,
+            "world_size": self.dist.world_size, "strategy": self.dist.strategy,
             "torch": torch.__version__, "python": platform.python_version(), "seed": cfg.train.seed,
             "lamina": __version__,
         }
-        write_json(out / "summary.json", summary)
+        if self.dist.is_main:
+            save_model(final, out, ds, self.task)
+            write_json(out / "summary.json", summary)
         return summary
+
+    def _energy(self) -> dict[str, Any]:
+        """The meter's fields of ``summary.json``; several processes: the joules of all of them (a
+        package counter, RAPL, is counted once per node: every rank on it reads the same package)."""
+        if self.meter is None:
+            return {"energy_method": "off"}
+        out = self.meter.summary()
+        if self.dist.world_size > 1:
+            from lamina.energy.co2 import co2e_g
+
+            own = out["energy_j"] if out["energy_method"] != "rapl" or self.dist.local_rank == 0 else 0.0
+            out["energy_j"] = dist_utils.agree(own, "sum")
+            out["co2e_g"] = co2e_g(out["energy_j"], out["grid_intensity_g_per_kwh"])
+            out["energy_note"] = f"{out.get('energy_note') or ''} (summed over {self.dist.world_size} processes)".strip()
+        return out
+
+
+def lost_peers(e: BaseException) -> bool:
+    """``e`` is a collective that failed because another rank died, hung or went away."""
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return any(mark in text for mark in ("Connection closed by peer", "Connection reset by peer", "Timed out",
+                                         "timed out", "Broken pipe", "NCCL", "gloo"))
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a backend's error: its first line without the source location (``[.../pair.cc:537] ``)."""
+    import re
+
+    return re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", (str(e).splitlines() or [""])[0]).strip()[:120]
+
+
+def ckpt_of(callbacks: Sequence[cb.Callback]) -> str:
+    """The newest checkpoint folder this process wrote or read of, for a message ("" if none)."""
+    for c in callbacks:
+        if isinstance(c, cb.Checkpoint) and c.folder.is_dir():
+            found = sorted(p.name for p in c.folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            return found[-1] if found else ""
+    return ""
 
 
 def resume_session(folder: Path, console: Console, *, quiet: bool, extra: Sequence[cb.Callback] = ()) -> Session:
@@ -427,9 +514,37 @@ def resume_session(folder: Path, console: Console, *, quiet: bool, extra: Sequen
     state, path = found
     session = Session(cfg, console, quiet=quiet, resuming=True, extra=extra)
     session.trainer.load_state_dict(state)
-    for log in ("metrics.jsonl", "energy.jsonl", "fidelity.jsonl", "samples/samples.jsonl"):
-        truncate_metrics(folder / log, session.trainer.step)
-    console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
+    if session.dist.is_main:
+        for log in ("metrics.jsonl", "energy.jsonl", "fidelity.jsonl", "samples/samples.jsonl"):
+            truncate_metrics(folder / log, session.trainer.step)
+    session.console.print(f"resuming {folder} from {path.name} (epoch {session.trainer.epoch + 1}, step {session.trainer.step})")
+    return session
+
+
+def restart_session(cfg: RunConfig, console: Console, *, quiet: bool, extra: Sequence[cb.Callback] = ()
+                    ) -> Session | None:
+    """The session of a job torchrun started again (``--max-restarts``; ``TORCHELASTIC_RESTART_COUNT``
+    > 0) with the same ``lamina train`` command: it resumes its run folder from the newest checkpoint,
+    or trains it again from the start when the failure came before the first one. None: this is not
+    a restart, or its folder holds nothing yet (train as usual)."""
+    import os
+
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0:
+        return None
+    if not cfg.out:
+        raise LaminaError("torchrun restarted this job, but `lamina train` has no --out: give it an --out folder "
+                          "when you use --max-restarts, so that a restart finds the run it resumes")
+    folder = Path(cfg.out)
+    if not (folder / "config.yaml").is_file() or (folder / "summary.json").exists():
+        return None
+    if checkpoint.latest(folder / "checkpoints") is not None:
+        return resume_session(folder, console, quiet=quiet, extra=extra)
+    session = Session(replace(load_config(folder / "config.yaml"), out=str(folder)), console, quiet=quiet,
+                      resuming=True, extra=extra)
+    if session.dist.is_main:  # nothing was checkpointed: the logs of the failed attempt go
+        for log in ("metrics.jsonl", "energy.jsonl", "fidelity.jsonl", "samples/samples.jsonl"):
+            truncate_metrics(folder / log, 0)
+    session.console.print(f"torchrun restarted {folder} before its first checkpoint: training it from the start")
     return session
 
 

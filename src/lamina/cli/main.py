@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--grid-intensity", metavar="G",
                    help="gCO2e per kWh for co2e_g, or a country code such as FRA (needs codecarbon)")
     t.add_argument("--report", action="store_true", help="after training, inspect the model and write report.html")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes of this machine (one per GPU, or CPU cores): runs "
+                        "torchrun --standalone --nproc-per-node N -m lamina train ...")
 
     at = sub.add_parser("attack", help="how easily adversarial inputs fool a classifier -> RUN/robustness.json",
                         description="Attack a classifier run's model on its test split (FGSM or PGD), with checks "
@@ -119,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted run from its newest valid checkpoint")
     r.add_argument("run")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--nproc", type=int, metavar="N",
+                   help="resume on N processes of this machine (any number: a checkpoint is not tied to one)")
 
     e = sub.add_parser("eval", help="evaluate a run's saved model on its test split")
     e.add_argument("run")
@@ -191,8 +196,30 @@ def _data_and_overrides(a: argparse.Namespace, missing: str) -> tuple[str | None
     return data, overrides
 
 
+def _launch(a: argparse.Namespace, device: str | None) -> int | None:
+    """``--nproc N``: the same command on N processes through torchrun (None: run here)."""
+    if a.nproc is None or os.environ.get("LOCAL_RANK") is not None:  # already one of torchrun's workers
+        return None
+    from lamina.cli.launch import launch
+
+    return launch(a.argv, a.nproc, device)
+
+
+def _is_main() -> bool:
+    """Rank 0 of a torchrun job, or a single process: the one that prints results."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _rank_tag() -> str:
+    """``[rank 1] `` in the messages of a torchrun worker other than rank 0 ("" elsewhere)."""
+    return "" if _is_main() or os.environ.get("WORLD_SIZE", "1") == "1" else f"[rank {os.environ['RANK']}] "
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from lamina.api import report, train
+
+    if (rc := _launch(a, a.device)) is not None:
+        return rc
 
     data, overrides = _data_and_overrides(
         a, "lamina train needs DATA: a dataset name (lamina data list), an image folder, a .npz file, a .txt "
@@ -202,6 +229,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                 task=a.task, checkpoint_every=a.checkpoint_every, checkpoint_minutes=a.checkpoint_minutes,
                 on_nan=a.on_nan, deterministic=a.deterministic, tensorboard=a.tensorboard, adversarial=a.adversarial,
                 max_minutes=a.max_minutes, max_energy_kwh=a.max_energy_kwh, grid_intensity=a.grid_intensity)
+    if not _is_main():
+        return 0
     _print_result(run)
     if a.report:
         print(f"report: {report(run.dir)}")
@@ -298,8 +327,11 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
         print_summary(resume(a.run, quiet=a.quiet).summary, Path(a.run))
         return 0
-
-    _print_result(resume(a.run, quiet=a.quiet))
+    if (rc := _launch(a, None)) is not None:
+        return rc
+    run = resume(a.run, quiet=a.quiet)
+    if _is_main():
+        _print_result(run)
     return 0
 
 
@@ -500,7 +532,9 @@ COMMANDS = {"train": cmd_train, "attack": cmd_attack, "curve": cmd_curve, "resum
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv
     # key=value overrides may come after options (`lamina train data --epochs 3 train.lr=0.1`)
     if args.command in ("train", "curve", "play") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
@@ -514,11 +548,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LaminaError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "echo", False):  # an error rank 0 reports for the whole job is printed once
+            print(f"error: {_rank_tag()}{e}", file=sys.stderr)
+        if type(e).__name__ == "PeersLost":  # the process group would wait for the lost rank as it is torn down
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         return e.exit_code
     except Interrupted as e:
         run = e.checkpoint.parent.parent if e.checkpoint else "RUN"  # <run>/checkpoints/step-N
-        print(f"{e}; checkpoint saved in {e.checkpoint}; resume with: lamina resume {run}", file=sys.stderr)
+        if _is_main():
+            print(f"{e}; checkpoint saved in {e.checkpoint}; resume with: lamina resume {run}", file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,6 +4,12 @@ The device-resident loader keeps the raw uint8 examples on the training device, 
 index each epoch and augments and normalises whole batches there (airbench style): no worker
 processes, no host-to-device copies per step. The randomness of batch ``i`` of epoch ``e`` is a
 pure function of ``(seed, e, i)``, so a run resumed mid-epoch sees exactly the same batches.
+
+In a job of several processes (:meth:`Shardable.shard`) every loader still walks the **global**
+batches of the same seeded order, and each rank takes its slice of each: a training batch of B
+examples gives each of W ranks B/W of them (so W ranks see, per step, exactly the examples one
+process sees with batch B); an evaluation batch is split as evenly as it goes (uneven shards: the
+metrics are sums, added over the ranks). Augmentation is drawn per rank, from ``(seed, e, i, rank)``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ def _seed(*parts: int) -> int:
 
 class Resumable:
     """A loader's place: the epoch, the batches of it already handed out, and the seed; what a
-    checkpoint saves so that a resumed run goes on with the very next batch."""
+    checkpoint saves so that a resumed run goes on with the very next batch. ``position`` counts
+    global batches, so the state means the same on any number of processes."""
 
     epoch: int
     position: int
@@ -49,7 +56,35 @@ class Resumable:
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
 
-class _Loader(Resumable):
+class Shardable:
+    """A loader whose every batch is split over the ranks of a job: rank ``rank`` of ``world`` gets
+    its slice (:meth:`local`). ``train`` batches split into equal parts (the batch size must divide);
+    evaluation batches as evenly as they go."""
+
+    rank: int = 0
+    world: int = 1
+    batch_size: int
+    train_split: bool = False
+
+    def shard(self, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a world of {world}")
+        if self.train_split and self.batch_size % world:
+            raise LaminaError(f"data.batch_size {self.batch_size} is the global batch and must divide evenly over "
+                              f"{world} processes: use a multiple of {world}")
+        self.rank, self.world = rank, world
+
+    def local(self, items: Tensor) -> Tensor:
+        """This rank's part of one global batch's indices (or rows)."""
+        if self.world == 1:
+            return items
+        if self.train_split:
+            b = len(items) // self.world
+            return items[self.rank * b : (self.rank + 1) * b]
+        return torch.tensor_split(items, self.world)[self.rank]
+
+
+class _Loader(Resumable, Shardable):
     """What both loaders share: epoch/position bookkeeping and the per-batch transform."""
 
     def __init__(
@@ -71,6 +106,7 @@ class _Loader(Resumable):
         self.preprocess = preprocess
         self.shuffle = shuffle
         self.drop_last = drop_last and self.n > batch_size
+        self.train_split = self.drop_last  # training batches: equal parts per rank
         self.augment = augment if augment is not None and augment.active else None
         self.seed = seed
         self.channels_last = channels_last
@@ -89,7 +125,8 @@ class _Loader(Resumable):
     def _finish(self, x: Tensor, y: Tensor, index: int) -> Batch:
         """Augment (training only), normalise and lay out one raw batch already on the device."""
         if self.augment is not None:
-            g = torch.Generator(device=self.device).manual_seed(_seed(self.seed, self.epoch, index, 1))
+            parts = (self.seed, self.epoch, index, 1) + ((self.rank,) if self.world > 1 else ())
+            g = torch.Generator(device=self.device).manual_seed(_seed(*parts))
             x = self.augment(x, g)
         x = self.preprocess.apply(x)
         if self.channels_last and x.dim() == 4:
@@ -113,9 +150,10 @@ class DeviceLoader(_Loader):
     def __iter__(self) -> Iterator[Batch]:
         order = self._order().to(self.device)
         for i in range(self.position, len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = self.local(order[i * self.batch_size : (i + 1) * self.batch_size])
             self.position = i + 1
-            yield self._finish(self.x[idx], self.y[idx], i)
+            if len(idx):  # an evaluation batch smaller than the world leaves some ranks without examples
+                yield self._finish(self.x[idx], self.y[idx], i)
         self.set_epoch(self.epoch + 1)
 
 
@@ -146,8 +184,12 @@ class TorchLoader(_Loader):
         self.workers = workers
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self._order()[self.position * self.batch_size :].tolist()
-        batches = torch.utils.data.BatchSampler(order, self.batch_size, self.drop_last)
+        order = self._order()
+        # this rank's part of each global batch still to come (the same global batches on every rank)
+        steps = range(self.position, len(self))
+        parts = [self.local(order[i * self.batch_size : (i + 1) * self.batch_size]).tolist() for i in steps]
+        kept = [(i, p) for i, p in zip(steps, parts, strict=True) if p]
+        batches = [p for _, p in kept]
         dl = torch.utils.data.DataLoader(
             self.data,
             batch_sampler=batches,
@@ -155,10 +197,7 @@ class TorchLoader(_Loader):
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        start = self.position
-        for i, (x, y) in enumerate(_unwrap_worker_errors(dl), start=start):
-            if i >= len(self):
-                break
+        for (i, _), (x, y) in zip(kept, _unwrap_worker_errors(dl), strict=False):
             self.position = i + 1
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)

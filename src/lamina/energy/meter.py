@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from lamina.energy.co2 import JOULES_PER_KWH, co2e_g, grid_intensity
 from lamina.energy.counters import KINDS, Counter, choose_counter
 from lamina.errors import LaminaError, did_you_mean
 from lamina.training.callbacks import Callback, CancelFit
+from lamina.utils import dist
 from lamina.utils.io import JsonLines
 
 if TYPE_CHECKING:
@@ -85,14 +87,23 @@ class EnergyMeter(Callback):
         if self._clock() < self._next:  # all a step costs
             return
         self._sample()
-        self._check_budget()
+        if not dist.active():  # several processes read at different steps: their budget is checked at epoch ends
+            self._check_budget()
 
     def epoch_end(self, loop: Loop) -> None:
         if self._due():
             self._sample()
-        self._write("epoch", loop, joules=self.epoch_joules, seconds=self.epoch_seconds)
+        epoch, total = self._job(self.epoch_joules), self._job(self.total_joules)  # every rank's, added
+        self._write("epoch", loop, joules=epoch, seconds=self.epoch_seconds, job_total_joules=total)
         self.epoch_joules = self.epoch_seconds = 0.0
-        self._check_budget()
+        self._check_budget(total)
+
+    def _job(self, joules: float) -> float:
+        """``joules`` of this process summed over a job's processes (a RAPL package once per node)."""
+        if not dist.active():
+            return joules
+        own = joules if self.counter.method != "rapl" or os.environ.get("LOCAL_RANK", "0") == "0" else 0.0
+        return dist.agree(own, "sum")
 
     def fit_end(self, loop: Loop) -> None:
         if not self._running:
@@ -138,11 +149,13 @@ class EnergyMeter(Callback):
         self.epoch_seconds += elapsed
         self._last_value, self._last_time, self._next = value, now, now + self.period
 
-    def _check_budget(self) -> None:
-        if self.max_joules > 0 and self.total_joules >= self.max_joules:
+    def _check_budget(self, total: float | None = None) -> None:
+        if self.max_joules > 0 and (self.total_joules if total is None else total) >= self.max_joules:
             raise CancelFit(f"energy budget of {self.max_joules / JOULES_PER_KWH:g} kWh reached")
 
     def _write(self, kind: str, loop: Loop, *, joules: float, seconds: float, **extra: Any) -> None:
+        if not dist.is_main():  # rank 0 writes the job's records
+            return
         if self._file is None:
             self._file = JsonLines(self.path)
         self._file.write({"kind": kind, "epoch": loop.epoch, "step": loop.step, "joules": joules,

@@ -230,8 +230,9 @@ class RLLoop:
         for cb in self.callbacks:
             getattr(cb, event)(self)
 
-    def running(self) -> dict[str, float]:
-        """The epoch's mean loss, the mean return of the last 100 training episodes, ε and frames/s (one sync)."""
+    def running(self, reduce: bool = True) -> dict[str, float]:
+        """The epoch's mean loss, the mean return of the last 100 training episodes, ε and frames/s
+        (one sync; one process, so ``reduce`` changes nothing)."""
         count = int(self._loss_n)
         out = {"loss": float(self._loss_sum) / count if count else float("nan")}
         if self.recent:

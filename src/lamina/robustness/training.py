@@ -39,6 +39,7 @@ from lamina.errors import LaminaError, did_you_mean
 from lamina.robustness.attacks import NORMS, RawModel, attack, attack_batches, max_eps, model_device
 from lamina.tasks.base import Batch, Sums, Task
 from lamina.tasks.classify import Classify
+from lamina.utils import dist
 
 Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
 TRAINING_METHODS = ("pgd", "fgsm-rs")
@@ -195,6 +196,7 @@ class AdversarialTraining(Task):
         raw_model = RawModel(model, self.preprocess, tta_flip=self.inner.tta_flip)
         g = torch.Generator(device=model_device(model)).manual_seed(EVAL_SEED)
         correct = n = 0
+        shards = dist.world_size() if dist.sharded(loader) else 1  # each rank attacks its share of the examples
         # the loader is left part-way through: put its position back, or its next pass starts there
         state = loader.state_dict() if hasattr(loader, "state_dict") else None
         try:
@@ -203,13 +205,16 @@ class AdversarialTraining(Task):
                 for _, yb, pred in attack_batches(raw_model, batches, method="pgd", eps=c.eps, norm=c.norm,
                                                   lower=self.lower, upper=self.upper, steps=c.eval_steps,
                                                   step_size=2.5 / c.eval_steps, autocast=autocast, generator=g,
-                                                  max_examples=c.eval_examples):
+                                                  max_examples=-(-c.eval_examples // shards)):
                     correct += int((pred == yb).sum())
                     n += len(yb)
         finally:
             model.train(was_training)
             if state is not None:
                 loader.load_state_dict(state)  # type: ignore[attr-defined]
+        if shards > 1:
+            r = dist.reduce_sums({"correct": correct, "n": n})
+            correct, n = int(r["correct"]), int(r["n"])
         return correct / max(n, 1), n
 
     def evaluate(self, model: nn.Module, loader: Iterable[Batch], *,

@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from lamina.utils import dist
+
 Batch = tuple[Tensor, Tensor]
 Sums = dict[str, Tensor | int]  # device tensors, or plain ints for counts known on the host
 
@@ -90,7 +92,8 @@ class Task:
                  ) -> dict[str, Any]:
         """Metrics of ``model`` over every batch of ``loader`` (in eval mode, restored after).
 
-        The default streams the same sums as training, with the loss summed exactly per item.
+        The default streams the same sums as training, with the loss summed exactly per item; a
+        loader sharded over a job's ranks has its sums added over them (every rank gets the same).
         """
         was_training = model.training
         model.eval()
@@ -100,6 +103,7 @@ class Task:
                 out = self.forward(model, x)
             add_sums(total, self.sums(out, y, self.loss(out, y)))
         model.train(was_training)
+        total = dist.reduce_sums(total) if dist.sharded(loader) else total
         sums = to_floats(total) if total else {"count": 0.0, "loss_sum": 0.0}
         return {**self.summarize(sums), "examples": int(sums["count"])}  # items scored: examples or tokens
 

@@ -16,6 +16,7 @@ from lamina.data.base import Dataset, Split
 from lamina.data.gpu_loader import make_loader
 from lamina.models import MODELS, Model, create_model
 from lamina.tasks.base import Batch, Sums, Task
+from lamina.utils import dist
 
 
 class Classify(Task):
@@ -170,6 +171,11 @@ class ClassificationMetrics:
         self.confusion += torch.bincount(targets * k + pred, minlength=k * k).view(k, k)
         self.loss_sum += loss_sum.detach().double()
 
+    def reduce(self) -> None:
+        """Add every rank's confusion matrix and loss sum (a job's ranks each scored their shard)."""
+        r = dist.reduce_sums({"confusion": self.confusion, "loss_sum": self.loss_sum})
+        self.confusion, self.loss_sum = r["confusion"], r["loss_sum"]  # type: ignore[assignment]
+
     def compute(self) -> dict[str, Any]:
         cm = self.confusion.cpu()
         n = int(cm.sum())
@@ -251,4 +257,7 @@ def evaluate(model: nn.Module, loader: Iterable[Batch], *, num_classes: int, tta
         loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         metrics.update(logits, y, loss)
     model.train(was_training)
-    return (metrics or ClassificationMetrics(num_classes)).compute()
+    metrics = metrics or ClassificationMetrics(num_classes)
+    if dist.sharded(loader):
+        metrics.reduce()
+    return metrics.compute()

@@ -37,6 +37,7 @@ from lamina.errors import LaminaError, did_you_mean
 from lamina.models.unet import UNet
 from lamina.tasks.base import Batch, Sums
 from lamina.tasks.generative import ImageGenerator, generative_config
+from lamina.utils import dist
 
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("eps", "v")
@@ -251,6 +252,9 @@ class Diffusion(ImageGenerator):
             total = total + F.mse_loss(pred.float(), target.float(), reduction="sum").double().cpu() / x[0].numel()
             count += x.shape[0]
         model.train(was_training)
+        if dist.sharded(loader):  # a job's ranks: their sums added
+            r = dist.reduce_sums({"loss_sum": total, "count": count})
+            total, count = r["loss_sum"], int(r["count"])
         return {"loss": float(total) / max(count, 1), "examples": count}
 
     def final_metrics(self, model: nn.Module, loaders: dict[str, Any], *,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lamina.config import DataConfig, ModelConfig, RunConfig
 from lamina.data.base import Dataset, Split
-from lamina.data.gpu_loader import Resumable, _seed
+from lamina.data.gpu_loader import Resumable, Shardable, _seed
 from lamina.data.text import DEFAULT_CONTEXT
 from lamina.errors import LaminaError
 from lamina.models import Model, create_model
@@ -47,12 +47,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class WindowLoader(Resumable):
+class WindowLoader(Resumable, Shardable):
     """Random windows ``x = t[o : o+T]``, ``y = t[o+1 : o+T+1]`` of a token stream resident on ``device``.
 
     An epoch is ``steps`` batches (default: as many tokens as the text has). The offsets of batch
-    ``i`` of epoch ``e`` are a pure function of ``(seed, e, i)``, so a resumed run sees the same batches.
+    ``i`` of epoch ``e`` are a pure function of ``(seed, e, i)``, so a resumed run sees the same batches;
+    sharded over a job's ranks, each takes its equal part of those ``batch_size`` windows.
     """
+
+    train_split = True
 
     def __init__(self, tokens: Tensor, *, context: int, batch_size: int, device: torch.device, seed: int = 0,
                  steps: int = 0) -> None:
@@ -72,16 +75,17 @@ class WindowLoader(Resumable):
         for i in range(self.position, self.steps):
             g = torch.Generator(device=self.device).manual_seed(_seed(self.seed, self.epoch, i))
             offsets = torch.randint(0, n, (self.batch_size, 1), device=self.device, generator=g)  # (B, 1)
-            w = self.tokens[offsets + self._span]  # (B, T+1)
+            w = self.tokens[self.local(offsets) + self._span]  # (B / ranks, T+1)
             self.position = i + 1
             yield w[:, :-1], w[:, 1:]
         self.set_epoch(self.epoch + 1)
 
 
-class TailLoader:
+class TailLoader(Shardable):
     """The whole validation tail in consecutive windows: x = t[k : k+T], y = t[k+1 : k+T+1], k = 0, T, 2T...
 
-    Every token but the first is a target exactly once; the last window may be shorter.
+    Every token but the first is a target exactly once; the last window may be shorter. Sharded,
+    each rank takes its part of every batch of windows, and the last rank the shorter window.
     """
 
     def __init__(self, tokens: Tensor, *, context: int, batch_size: int, device: torch.device) -> None:
@@ -95,11 +99,13 @@ class TailLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         T = self.context
         for start in range(0, self.full, self.batch_size):
-            rows = torch.arange(start, min(start + self.batch_size, self.full), device=self.tokens.device)
+            rows = self.local(torch.arange(start, min(start + self.batch_size, self.full), device=self.tokens.device))
+            if not len(rows):
+                continue
             idx = rows[:, None] * T + torch.arange(T + 1, device=self.tokens.device)  # (B, T+1)
             w = self.tokens[idx]
             yield w[:, :-1], w[:, 1:]
-        if self.rest:
+        if self.rest and self.rank == self.world - 1:
             w = self.tokens[self.full * T :][None]  # (1, rest+1)
             yield w[:, :-1], w[:, 1:]
 

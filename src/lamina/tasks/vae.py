@@ -41,6 +41,7 @@ from lamina.errors import LaminaError, did_you_mean
 from lamina.models import Model, create_model
 from lamina.tasks.base import Batch, Sums, add_sums, to_floats
 from lamina.tasks.generative import ImageGenerator, generative_config
+from lamina.utils import dist
 from lamina.utils.modules import eval_mode
 
 DECODERS = ("bernoulli", "gaussian")
@@ -174,6 +175,7 @@ class VAE(ImageGenerator):
                 add_sums(total, self.sums(out, y, self.loss(out, y)))
         finally:
             model.train(was_training)
+        total = dist.reduce_sums(total) if dist.sharded(loader) else total  # a job's ranks: their sums added
         sums = to_floats(total) if total else {"count": 0.0, "loss_sum": 0.0}
         return {**self.summarize(sums), "examples": int(sums["count"])}
 

@@ -5,6 +5,11 @@ Events, in order: ``fit_start``, ``epoch_start``, ``batch_end`` (every step), ``
 or any other loop that has the same counters) and may raise :class:`CancelFit` to stop training
 cleanly; it does not reach into the loop to change it. Metrics are read by the names the task
 gives them (``loss`` always; ``accuracy``, ``bpc``... where the task has them).
+
+In a job of several processes every rank has the same callbacks (but the progress bar, rank 0's
+alone) and sees the same events at the same steps; only rank 0 writes files. A decision made from
+this process's own state (a signal, a clock) is agreed over the ranks first (:func:`lamina.utils.dist.agree`),
+so that all stop, or save, at the same step.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lamina.errors import LaminaError
 from lamina.training import checkpoint
+from lamina.utils import dist
 from lamina.utils.io import JsonLines
 
 if TYPE_CHECKING:
@@ -77,7 +83,8 @@ class ProgressBar(Callback):
         if now - self._last < 0.2:
             return
         self._last = now
-        metrics = "  ".join(f"{_short(k)} {v:.3f}" for k, v in trainer.running().items())
+        # this rank's own running metrics: rank 0 alone has a bar, so it cannot wait for the others here
+        metrics = "  ".join(f"{_short(k)} {v:.3f}" for k, v in trainer.running(reduce=False).items())
         speed = (trainer.step - self._s0) * trainer.batch_size / max(now - self._t0, 1e-9)
         self.progress.update(self.task, completed=trainer.step, metrics=metrics, speed=f"{speed:,.0f}")
 
@@ -109,18 +116,22 @@ class MetricsLogger(Callback):
         self.every = every
 
     def fit_start(self, trainer: Trainer) -> None:
-        self.file = JsonLines(self.path)
+        self.file = JsonLines(self.path) if dist.is_main() else None
 
     def batch_end(self, trainer: Trainer) -> None:
         if trainer.step % self.every == 0:
-            self.file.write({"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, **trainer.running(),
-                             "lr": trainer.lr, "time": trainer.elapsed})
+            record = {"kind": "step", "step": trainer.step, "epoch": trainer.epoch + 1, **trainer.running(),
+                      "lr": trainer.lr, "time": trainer.elapsed}  # running(): summed over the ranks
+            if self.file is not None:
+                self.file.write(record)
 
     def epoch_end(self, trainer: Trainer) -> None:
-        self.file.write({"kind": "epoch", **trainer.last_epoch})
+        if self.file is not None:
+            self.file.write({"kind": "epoch", **trainer.last_epoch})
 
     def fit_end(self, trainer: Trainer) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class EarlyStopping(Callback):
@@ -156,7 +167,7 @@ class TimeLimit(Callback):
         self.seconds = seconds
 
     def batch_end(self, trainer: Trainer) -> None:
-        if trainer.elapsed >= self.seconds:
+        if dist.agree(trainer.elapsed) >= self.seconds:  # the slowest rank's clock
             raise CancelFit(f"time limit of {self.seconds / 60:g} min reached")
 
 
@@ -193,8 +204,11 @@ class Checkpoint(Callback):
     def save(self, trainer: Trainer, *, force: bool = False) -> Path:
         """Checkpoint the trainer (once per step; ``force``: again, when callbacks' state moved on)."""
         if force or trainer.step != self.last_step or self.last_path is None:
-            path = checkpoint.save({**trainer.state_dict(), "config": self.config}, self.folder / f"step-{trainer.step:09d}")
-            checkpoint.prune(self.folder, self.keep)
+            path = self.folder / f"step-{trainer.step:09d}"
+            state = trainer.state_dict()  # on every rank: the epoch's sums are gathered from all of them
+            if dist.is_main():  # the state is the same on every rank (ddp); rank 0 writes it
+                checkpoint.save({**state, "config": self.config}, path)
+                checkpoint.prune(self.folder, self.keep)
             self.last_step, self.last_path, self._last_time = trainer.step, path, time.monotonic()
         return self.last_path
 
@@ -204,7 +218,7 @@ class Checkpoint(Callback):
 
     def fit_start(self, trainer: Trainer) -> None:
         self._last_time = time.monotonic()
-        if self.folder.is_dir():  # half-written checkpoints of a process that was killed
+        if self.folder.is_dir() and dist.is_main():  # half-written checkpoints of a process that was killed
             for stale in self.folder.glob(".*"):
                 shutil.rmtree(stale, ignore_errors=True)
         if self.handle_signals and threading.current_thread() is threading.main_thread():
@@ -214,11 +228,12 @@ class Checkpoint(Callback):
                 self._previous[s] = signal.signal(s, self._on_signal)
 
     def batch_end(self, trainer: Trainer) -> None:
-        if self._signal is not None:
+        signum = int(dist.agree(self._signal or 0))  # several processes: a signal to any rank stops them all
+        if signum:
             path = self.save(trainer)
-            raise Interrupted(self._signal, trainer.step, path)
+            raise Interrupted(signum, trainer.step, path)
         due_steps = self.every_steps > 0 and trainer.step % self.every_steps == 0
-        due_time = self.every_seconds > 0 and time.monotonic() - self._last_time >= self.every_seconds
+        due_time = self.every_seconds > 0 and dist.agree(time.monotonic() - self._last_time) >= self.every_seconds
         if due_steps or due_time:
             self.save(trainer)
 
@@ -254,20 +269,25 @@ class TensorBoard(Callback):
         except ImportError:
             raise LaminaError("--tensorboard needs the tensorboard package: pip install tensorboard "
                               "(or lamina[tensorboard])") from None
-        self.writer = SummaryWriter(log_dir=str(self.folder))
+        self.writer = SummaryWriter(log_dir=str(self.folder)) if dist.is_main() else None
 
     def batch_end(self, trainer: Trainer) -> None:
         if trainer.step % self.every == 0:
-            for key, value in trainer.running().items():
+            running = trainer.running()  # on every rank: summed over them
+            if self.writer is None:
+                return
+            for key, value in running.items():
                 self.writer.add_scalar(f"step/{key}", value, trainer.step)
             self.writer.add_scalar("step/lr", trainer.lr, trainer.step)
 
     def epoch_end(self, trainer: Trainer) -> None:
+        if self.writer is None:
+            return
         for key, value in trainer.last_epoch.items():
             if key not in ("epoch", "step") and isinstance(value, int | float):
                 self.writer.add_scalar(f"epoch/{key}", value, trainer.last_epoch["epoch"])
         self.writer.flush()
 
     def fit_end(self, trainer: Trainer) -> None:
-        if hasattr(self, "writer"):
+        if getattr(self, "writer", None) is not None:
             self.writer.close()

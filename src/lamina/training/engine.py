@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lamina.errors import LaminaError
+from lamina.training.distributed import Distributed
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -88,6 +89,7 @@ class Engine:
     compile: bool = False
     channels_last: bool = False
     scaler: torch.amp.GradScaler | None = field(default=None, repr=False)
+    dist: Distributed = field(default_factory=Distributed)  # the job of processes (see lamina.training.distributed)
 
     @classmethod
     def create(
@@ -97,7 +99,17 @@ class Engine:
         compile: bool = False,
         channels_last: bool | None = False,
         threads: int = 0,
+        *,
+        strategy: str = "none",
+        seed: int = 0,
+        dist_timeout: float = 600.0,
+        sync_batchnorm: bool = False,
     ) -> Engine:
+        """``strategy`` other than none joins (or starts) the job torchrun launched: see
+        :class:`lamina.training.distributed.Distributed`; under torchrun on CUDA the device is
+        ``cuda:LOCAL_RANK``."""
+        dist, device = Distributed.start(strategy, device, seed=seed, timeout_s=dist_timeout,
+                                         sync_batchnorm=sync_batchnorm)
         dev = resolve_device(device)
         if precision not in PRECISIONS:
             raise LaminaError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
@@ -112,7 +124,7 @@ class Engine:
         if threads > 0:
             torch.set_num_threads(threads)
         scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-        return cls(dev, precision, compile, bool(channels_last), scaler)
+        return cls(dev, precision, compile, bool(channels_last), scaler, dist)
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -122,14 +134,28 @@ class Engine:
         """Move ``model`` to the device (and memory format); return the module to call.
 
         With ``compile`` the returned module is the compiled wrapper; keep the original for
-        ``state_dict`` (the compiled one shares its parameters).
+        ``state_dict`` (the compiled one shares its parameters). In a multi-process job it is the
+        strategy's wrapper (``DistributedDataParallel``), compiled after wrapping.
         """
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        model = self.dist.wrap(model, self.device)
         if self.compile:
             return torch.compile(model)  # type: ignore[return-value]
         return model
+
+    def eval_module(self, module: nn.Module, train_model: nn.Module) -> nn.Module:
+        """What evaluation calls: the training module itself in one process; under ``ddp`` the bare
+        module (compiled too, with ``compile``), because DDP's forward would synchronise buffers with
+        ranks that evaluate a different number of batches."""
+        if self.dist.strategy != "ddp":
+            return train_model
+        return torch.compile(module) if self.compile else module  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """End the process group this engine started (a no-op in one process)."""
+        self.dist.close()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:

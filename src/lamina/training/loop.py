@@ -32,8 +32,9 @@ class Loop(Protocol):
         """The current learning rate."""
         ...
 
-    def running(self) -> dict[str, float]:
-        """The current epoch's metrics so far (``loss`` at least), read with one host sync."""
+    def running(self, reduce: bool = True) -> dict[str, float]:
+        """The current epoch's metrics so far (``loss`` at least), read with one host sync;
+        ``reduce``: over every process of the job (a collective), else this process's own."""
         ...
 
     def state_dict(self) -> dict[str, Any]:

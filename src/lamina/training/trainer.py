@@ -10,10 +10,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lamina.errors import LaminaError
 from lamina.tasks.base import Sums, Task, add_sums, to_floats
 from lamina.training.callbacks import Callback, CancelFit
 from lamina.training.engine import Engine, rng_state, set_rng_state
 from lamina.training.nan_guard import NanGuard
+from lamina.utils import dist as dist_utils
 
 
 class Trainer:
@@ -47,7 +49,8 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
     ) -> None:
         self.module = model.to(engine.device)  # the original module: state_dict, EMA, saving
-        self.model = engine.setup(self.module)  # what is called: maybe compiled
+        self.model = engine.setup(self.module)  # what is called: maybe compiled, maybe DDP-wrapped
+        self.eval_model = engine.eval_module(self.module, self.model)  # what evaluation calls
         self.engine, self.optimizer, self.scheduler, self.task = engine, optimizer, scheduler, task
         self.grad_clip = grad_clip
         self.nan_guard = NanGuard(on_nan, rollback_source=rollback)
@@ -94,9 +97,10 @@ class Trainer:
         self._resume_sums = None
         self._t0 = time.perf_counter()
         try:
+            world = self.engine.dist.world_size  # every rank steps on an equal part of the global batch
             for x, y in loader:
                 add_sums(self._sums, self.train_step(x, y))
-                self.samples += len(y)
+                self.samples += len(y) * world
                 self.step += 1
                 self._emit("batch_end")
         finally:  # a run stopped inside an epoch (time limit, signal) still counts that time
@@ -106,6 +110,7 @@ class Trainer:
 
     def train_step(self, x: Tensor, y: Tensor) -> Sums:
         """One optimisation step; returns what it adds to the running metrics (the task's sums)."""
+        self.engine.dist.reseed(self.step)  # several processes: torch's draws from (seed, step, rank)
         if self.nan_guard.policy == "skip":  # a skipped step must not leave NaN in BatchNorm statistics
             self.nan_guard.snapshot_buffers(self.module)
         x = self.task.train_inputs(self.model, x, y, autocast=self.engine.autocast)
@@ -114,7 +119,7 @@ class Trainer:
         loss = self.task.loss(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.engine.backward(loss)
-        if self.nan_guard.policy != "off" and not self.nan_guard.finite(loss, self.module):  # one host sync
+        if self.nan_guard.policy != "off" and not self._finite(loss):  # one host sync
             self.nan_guard.handle(self, loss, x)  # raises (stop/rollback) or returns to skip the update
             self.optimizer.zero_grad(set_to_none=True)
             return {}
@@ -127,9 +132,15 @@ class Trainer:
             self.ema.update_parameters(self.module)
         return self.task.sums(out, y, loss)
 
+    def _finite(self, loss: Tensor) -> bool:
+        """Loss and gradients finite here, and (several processes) on every rank: all take the same branch."""
+        ok = self.nan_guard.finite(loss, self.module)
+        return ok if self.engine.dist.world_size == 1 else dist_utils.agree(float(not ok)) == 0
+
     def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, Any]:
-        """The task's metrics over ``loader`` (with the EMA weights if any)."""
-        model = self.ema.module if self.ema is not None else self.model
+        """The task's metrics over ``loader`` (with the EMA weights if any; summed over the ranks
+        when the loader is sharded)."""
+        model = self.ema.module if self.ema is not None else self.eval_model
         return self.task.evaluate(model, loader, autocast=self.engine.autocast)
 
     # -- state read by callbacks -------------------------------------------------------------
@@ -145,10 +156,16 @@ class Trainer:
             record |= {f"val_{k}": v for k, v in self.task.scalars(self.evaluate(val)).items()}
         return record
 
-    def running(self) -> dict[str, float]:
-        """The task's metrics of the current epoch so far (``loss``, ...; one host sync)."""
-        sums = to_floats(self._sums) if getattr(self, "_sums", None) else {"count": 0.0, "loss_sum": 0.0}
-        return self.task.summarize(sums)
+    def running(self, reduce: bool = True) -> dict[str, float]:
+        """The task's metrics of the current epoch so far (``loss``, ...; one host sync).
+
+        Several processes: summed over every rank (a collective: every rank must call it at the same
+        step), or with ``reduce=False`` this rank's own (the progress bar's, which only rank 0 has).
+        """
+        sums: Sums = getattr(self, "_sums", None) or {}
+        if reduce and self.engine.dist.world_size > 1:
+            sums = dist_utils.reduce_sums(sums)
+        return self.task.summarize(to_floats(sums) if sums else {"count": 0.0, "loss_sum": 0.0})
 
     @property
     def lr(self) -> float:
@@ -167,7 +184,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "counters": {"step": self.step, "epoch": self.epoch, "train_seconds": self.elapsed,
                          "samples": self.samples, "skipped_steps": self.nan_guard.skipped},
-            "epoch_sums": dict(self._sums) if getattr(self, "_t0", None) else None,
+            "epoch_sums": self._epoch_sums() if getattr(self, "_t0", None) else None,
             "rng": rng_state(),
         }
         if self.scheduler is not None:
@@ -188,7 +205,8 @@ class Trainer:
         self.step, self.epoch, self.train_seconds = int(c["step"]), int(c["epoch"]), float(c["train_seconds"])
         self.samples = int(c.get("samples", 0))
         self.nan_guard.skipped = int(c.get("skipped_steps", 0))
-        self._resume_sums = state.get("epoch_sums")
+        # the epoch's sums so far are every rank's together: one rank carries them on
+        self._resume_sums = state.get("epoch_sums") if self.engine.dist.is_main else None
         saved = state.get("callbacks") or {}
         for cb in self.callbacks:
             if hasattr(cb, "load_state_dict") and type(cb).__name__ in saved:
@@ -196,10 +214,20 @@ class Trainer:
         set_rng_state(state["rng"])
         self._resume_data = state.get("data")
 
+    def _epoch_sums(self) -> Sums:
+        """The current epoch's sums, over every rank (what a checkpoint holds, for any number of ranks)."""
+        sums = dict(self._sums)
+        return dist_utils.reduce_sums(sums) if self.engine.dist.world_size > 1 else sums
+
     def load_weights(self, state: dict[str, Any]) -> None:
         """Model, optimizer, scheduler, grad scaler and EMA from a checkpoint (not data or RNG)."""
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:  # another architecture, width or optimizer
+            why = " ".join(str(e).split())[:160]
+            raise LaminaError(f"the checkpoint holds another model than this run builds ({why}): resume a checkpoint "
+                              "only into the run folder (and config.yaml) that wrote it, or train again") from None
         match_param_layout(self.optimizer)
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])

@@ -323,8 +323,7 @@ class Session:
         for loader in self.loaders.values():
             self.dist.shard_loader(loader)  # each rank its part of every batch
         t = cfg.train
-        model = self.dist.shard(model.to(engine.device))  # fsdp: sharded in place, before the optimizer sees it
-        optimizer = create_optimizer(t.optimizer, model, lr=t.lr,  # type: ignore[arg-type]
+        optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
                                      weight_decay=t.weight_decay, momentum=t.momentum, beta2=t.beta2)
         scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
                                      warmup_fraction=t.warmup)

@@ -214,3 +214,20 @@ def test_max_restarts_resumes_and_ends_as_if_uninterrupted(runs: dict[str, Path]
     assert all(torch.equal(a[k], b[k]) for k in a), "the restarted run ended elsewhere"
     assert json.loads((out / "summary.json").read_text())["steps"] == json.loads(
         (runs["two"] / "summary.json").read_text())["steps"]
+
+
+def test_sigterm_to_one_rank_checkpoints_and_stops_every_rank(table_npz: Path, tmp_path: Path) -> None:
+    """A signal to any rank is agreed at the next step: rank 0 writes a checkpoint there and every
+    rank stops (exit 143); the job resumes from it to the uninterrupted result's step count."""
+    out = tmp_path / "signalled"
+    job = popen(torchrun_cmd(2, "train", str(table_npz), "--epochs", EPOCHS, "--out", str(out), *RUN_ARGS))
+    workers = worker_pids(job, 2)
+    wait_for_checkpoint(out, job)
+    os.kill(workers[1], signal.SIGTERM)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode != 0
+    assert "interrupted by SIGTERM" in err and f"resume with: lamina resume {out}" in err, err[-2000:]
+    assert err.count("interrupted by SIGTERM") == 1  # said once, by rank 0
+    assert not (out / "summary.json").exists()
+    lamina("resume", str(out), nproc=2)
+    assert json.loads((out / "summary.json").read_text())["steps"] > 0

@@ -8,8 +8,8 @@ gives them (``loss`` always; ``accuracy``, ``bpc``... where the task has them).
 
 In a job of several processes every rank has the same callbacks (but the progress bar, rank 0's
 alone) and sees the same events at the same steps; only rank 0 writes files. A decision made from
-this process's own state (a signal, a clock) is agreed over the ranks first (:func:`lamina.utils.dist.agree`),
-so that all stop, or save, at the same step.
+this process's own state (a signal, a clock) is agreed over the ranks first, in the step's one
+control message (:func:`lamina.utils.dist.vote`), so that all stop, or save, at the same step.
 """
 
 from __future__ import annotations
@@ -166,8 +166,14 @@ class TimeLimit(Callback):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
+    def fit_start(self, trainer: Trainer) -> None:
+        dist.vote("elapsed", lambda: trainer.elapsed)  # several processes: the slowest rank's clock
+
+    def fit_end(self, trainer: Trainer) -> None:
+        dist.vote("elapsed", None)
+
     def batch_end(self, trainer: Trainer) -> None:
-        if dist.agree(trainer.elapsed) >= self.seconds:  # the slowest rank's clock
+        if dist.agreed("elapsed", trainer.elapsed) >= self.seconds:
             raise CancelFit(f"time limit of {self.seconds / 60:g} min reached")
 
 
@@ -212,12 +218,17 @@ class Checkpoint(Callback):
             self.last_step, self.last_path, self._last_time = trainer.step, path, time.monotonic()
         return self.last_path
 
+    def _clock(self) -> float:
+        return time.monotonic() - self._last_time
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # a second signal acts at once
 
     def fit_start(self, trainer: Trainer) -> None:
         self._last_time = time.monotonic()
+        dist.vote("signal", lambda: float(self._signal or 0))
+        dist.vote("checkpoint_clock", self._clock if self.every_seconds > 0 else None)
         if self.folder.is_dir() and dist.is_main():  # half-written checkpoints of a process that was killed
             for stale in self.folder.glob(".*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -228,12 +239,12 @@ class Checkpoint(Callback):
                 self._previous[s] = signal.signal(s, self._on_signal)
 
     def batch_end(self, trainer: Trainer) -> None:
-        signum = int(dist.agree(self._signal or 0))  # several processes: a signal to any rank stops them all
+        signum = int(dist.agreed("signal", self._signal or 0))  # several processes: a signal to any rank stops all
         if signum:
             path = self.save(trainer)
             raise Interrupted(signum, trainer.step, path)
         due_steps = self.every_steps > 0 and trainer.step % self.every_steps == 0
-        due_time = self.every_seconds > 0 and dist.agree(time.monotonic() - self._last_time) >= self.every_seconds
+        due_time = self.every_seconds > 0 and dist.agreed("checkpoint_clock", self._clock()) >= self.every_seconds
         if due_steps or due_time:
             self.save(trainer)
 
@@ -248,6 +259,8 @@ class Checkpoint(Callback):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
+        dist.vote("signal", None)
+        dist.vote("checkpoint_clock", None)
 
     def newest_state(self) -> dict[str, Any] | None:
         found = checkpoint.latest(self.folder)

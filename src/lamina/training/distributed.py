@@ -7,9 +7,9 @@ This is the only place that starts or ends ``torch.distributed``; the engine own
   which starts exactly that). torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
   rendezvous; a process started without them is a job of one.
 - Strategies (``train.strategy``): ``ddp`` wraps the model in ``DistributedDataParallel``
-  (gradients all-reduced in buckets while backward runs); ``fsdp`` shards parameters, gradients and
-  optimizer state with FSDP2's ``fully_shard`` per stage, then the whole model; ``auto`` is ``ddp``
-  under torchrun and no wrapper in one process; ``none`` refuses to run under torchrun.
+  (gradients all-reduced in buckets while backward runs), also in a single process (a job of one);
+  ``auto`` is ``ddp`` under torchrun and no wrapper in one process; ``none`` refuses to run under
+  torchrun. (Sharding a model too large for one device, FSDP2, is not built yet.)
 - Batch and learning rate: ``data.batch_size`` is the **global** batch, split evenly over the ranks
   (it must divide), and the learning rate is the one the single-process run of that batch uses: a
   run on N ranks takes the same optimisation steps as a run on one (the loss trajectories match).
@@ -22,7 +22,6 @@ This is the only place that starts or ends ``torch.distributed``; the engine own
 from __future__ import annotations
 
 import datetime
-import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,7 @@ from torch import nn
 from lamina.errors import LaminaError
 from lamina.utils import dist as dist_utils
 
-STRATEGIES = ("auto", "none", "ddp", "fsdp")
+STRATEGIES = ("auto", "none", "ddp")
 
 
 class PeersLost(LaminaError):
@@ -57,7 +56,7 @@ def env_world_size() -> int:
 class Distributed:
     """This process's place in a job: rank, world size, local rank, and the strategy."""
 
-    strategy: str = "none"  # resolved: none | ddp | fsdp
+    strategy: str = "none"  # resolved: none | ddp
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -79,22 +78,20 @@ class Distributed:
         """The job this process belongs to, with its process group set up; and the device it trains on
         (under torchrun on CUDA: ``cuda:LOCAL_RANK``)."""
         if strategy not in STRATEGIES:
-            raise LaminaError(f"unknown train.strategy '{strategy}': use auto, none, ddp or fsdp")
+            raise LaminaError(f"unknown train.strategy '{strategy}': use auto, none or ddp")
         world = env_world_size()
         if strategy == "auto":
             strategy = "ddp" if world > 1 else "none"
         if strategy == "none":
             if world > 1:
                 raise LaminaError(f"train.strategy=none, but torchrun started {world} processes: "
-                                  "use train.strategy=ddp (or fsdp), or run one process")
+                                  "use train.strategy=ddp, or run one process")
             return cls(seed=seed), device
         if timeout_s <= 0:
             raise LaminaError("train.dist_timeout is in seconds: use a positive number (600 is the default)")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = _device_for(device, local, world)
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        if strategy == "fsdp":
-            _check_fsdp(device)
         import torch.distributed as dist
 
         if not dist.is_available():
@@ -121,25 +118,9 @@ class Distributed:
         return cls(strategy, dist.get_rank(), dist.get_world_size(), local, seed, sync_batchnorm, started), device
 
     # -- the model ------------------------------------------------------------------------------
-    def shard(self, model: nn.Module) -> nn.Module:
-        """FSDP2: ``fully_shard`` each stage of ``model`` (its blocks), then the whole of it, in place
-        (before the optimizer is built: the parameters become sharded DTensors). Otherwise a no-op."""
-        if self.strategy != "fsdp":
-            return model
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        policy = MixedPrecisionPolicy(param_dtype=None, reduce_dtype=torch.float32)
-        stages = getattr(model, "stages", None)
-        blocks = [m for _, m in stages()] if callable(stages) else list(model.children())
-        for block in blocks:
-            if any(p.requires_grad for p in block.parameters()):
-                fully_shard(block, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
-        return model
-
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """What the training step calls: ``DistributedDataParallel(model)`` for ``ddp`` (with
-        ``SyncBatchNorm`` when asked), the (already sharded) model itself otherwise."""
+        ``SyncBatchNorm`` when asked), the model itself otherwise."""
         if self.strategy != "ddp":
             return model
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -210,9 +191,3 @@ def _device_for(device: str, local_rank: int, world: int) -> str:
         raise LaminaError("multi-process training needs CUDA GPUs or the CPU: MPS has no process-group backend")
     return name
 
-
-def _check_fsdp(device: str) -> None:
-    fsdp = importlib.import_module("torch.distributed.fsdp")
-    if not hasattr(fsdp, "fully_shard"):  # FSDP2: torch >= 2.6
-        raise LaminaError(f"train.strategy=fsdp needs FSDP2 (torch >= 2.6; this is {torch.__version__}): "
-                          "upgrade torch or use train.strategy=ddp")

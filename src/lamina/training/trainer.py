@@ -63,6 +63,7 @@ class Trainer:
         self.last_epoch: dict[str, Any] = {}
         self.train_loader: Any = None
         self._resume_data: dict[str, Any] | None = None
+        self._next_exchange, self._exchanged_at = 0, (0.0, 0)  # several processes: see _exchange
         self._resume_sums: dict[str, Any] | None = None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -102,7 +103,10 @@ class Trainer:
                 add_sums(self._sums, self.train_step(x, y))
                 self.samples += len(y) * world
                 self.step += 1
+                if world > 1:
+                    self._exchange()
                 self._emit("batch_end")
+                dist_utils.settle()
         finally:  # a run stopped inside an epoch (time limit, signal) still counts that time
             self.engine.synchronize()
             self.train_seconds += time.perf_counter() - self._t0
@@ -117,9 +121,13 @@ class Trainer:
         with self.engine.autocast():
             out = self.task.forward(self.model, x)
         loss = self.task.loss(out, y)
+        if self.engine.dist.world_size > 1 and self.nan_guard.policy != "off":
+            # A non-finite loss on one rank turns its gradients, and so every rank's all-reduced ones, into
+            # NaN: all ranks see the same non-finite gradients and take the same branch, with no message.
+            loss = loss * torch.where(torch.isfinite(loss.detach()), 1.0, torch.nan)
         self.optimizer.zero_grad(set_to_none=True)
         self.engine.backward(loss)
-        if self.nan_guard.policy != "off" and not self._finite(loss):  # one host sync
+        if self.nan_guard.policy != "off" and not self.nan_guard.finite(loss, self.module):  # one host sync
             self.nan_guard.handle(self, loss, x)  # raises (stop/rollback) or returns to skip the update
             self.optimizer.zero_grad(set_to_none=True)
             return {}
@@ -132,10 +140,18 @@ class Trainer:
             self.ema.update_parameters(self.module)
         return self.task.sums(out, y, loss)
 
-    def _finite(self, loss: Tensor) -> bool:
-        """Loss and gradients finite here, and (several processes) on every rank: all take the same branch."""
-        ok = self.nan_guard.finite(loss, self.module)
-        return ok if self.engine.dist.world_size == 1 else dist_utils.agree(float(not ok)) == 0
+    def _exchange(self) -> None:
+        """Several processes: the callbacks' votes (a signal, a clock) agreed over the ranks, about every
+        0.1 s (a collective costs milliseconds on a busy CPU): the ranks also agree on the next step to do
+        it at, from the slowest one's pace, so that they always meet at the same step."""
+        if self.step < self._next_exchange:
+            return
+        now = time.perf_counter()
+        per_step = (now - self._exchanged_at[0]) / max(1, self.step - self._exchanged_at[1])
+        wanted = max(1, min(100, int(0.1 / max(per_step, 1e-6)))) if self._exchanged_at[1] else 1
+        gap = dist_utils.exchange(gap=-wanted)["gap"]  # max of -wanted: the smallest gap any rank wants
+        self._next_exchange = self.step + int(-gap)
+        self._exchanged_at = (now, self.step)
 
     def evaluate(self, loader: Iterable[tuple[Tensor, Tensor]]) -> dict[str, Any]:
         """The task's metrics over ``loader`` (with the EMA weights if any; summed over the ranks

@@ -20,6 +20,8 @@ from lamina.errors import LaminaError
 
 T = TypeVar("T")
 _control: Any = None  # the gloo group of the running job; None: one process
+_votes: dict[str, Callable[[], float]] = {}  # what each step's exchange asks every rank (see vote)
+_agreed: dict[str, float] = {}  # what this step's exchange agreed on (empty on a step without one)
 
 
 def set_control_group(group: Any) -> None:
@@ -58,6 +60,42 @@ def agree(value: float, op: str = "max") -> float:
     reduce_op = {"max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN, "sum": dist.ReduceOp.SUM}[op]
     dist.all_reduce(t, op=reduce_op, group=_control)
     return float(t[0])
+
+
+def vote(key: str, value: Callable[[], float] | None) -> None:
+    """Have every step's :func:`exchange` agree on ``value()`` (its max over the ranks), read with
+    :func:`agreed`; None withdraws it. Every rank must register the same keys (the same callbacks)."""
+    if value is None:
+        _votes.pop(key, None)
+        _agreed.pop(key, None)
+    else:
+        _votes[key] = value
+
+
+def exchange(**values: float) -> dict[str, float]:
+    """On every rank at the same step: ``values`` and every :func:`vote`, each the max over the ranks,
+    in **one** all-reduce (a job's control message: a signal, a clock). The loop calls it every few
+    steps (:class:`lamina.training.trainer.Trainer`) and :func:`settle` after the step's callbacks."""
+    local = {**{k: float(fn()) for k, fn in _votes.items()}, **{k: float(v) for k, v in values.items()}}
+    keys = sorted(local)
+    if active() and keys:
+        t = torch.tensor([local[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control)
+        local = dict(zip(keys, t.tolist(), strict=True))
+    _agreed.clear()
+    _agreed.update(local)
+    return local
+
+
+def settle() -> None:
+    """The step's agreement has been acted on: until the next :func:`exchange`, nothing is agreed."""
+    _agreed.clear()
+
+
+def agreed(key: str, local: float) -> float:
+    """``key``'s value agreed at this step's :func:`exchange`, the same on every rank; 0 (nothing to
+    act on) on a step without one. In one process: ``local``."""
+    return _agreed.get(key, 0.0) if active() else local
 
 
 def broadcast(obj: Any, src: int = 0) -> Any:

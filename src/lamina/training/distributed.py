@@ -139,7 +139,10 @@ class Distributed:
         if self.world_size > 1:
             from lamina.data.gpu_loader import _seed
 
-            torch.manual_seed(_seed(self.seed, step, self.rank, 0x5EED))
+            seed = _seed(self.seed, step, self.rank, 0x5EED)
+            torch.default_generator.manual_seed(seed)  # torch.manual_seed costs 0.2 ms: it visits every backend
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.manual_seed(seed)  # this rank's GPU
 
     def shard_loader(self, loader: Any) -> Any:
         """Give ``loader`` this rank's part of every batch (see :meth:`lamina.data.gpu_loader.Shardable.shard`)."""

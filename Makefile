@@ -56,6 +56,8 @@ bench-all: bench
 	$(PY) benchmarks/quick_commands.py
 	$(PY) benchmarks/generative.py --chain-samples 100
 	$(PY) benchmarks/minatar_dqn.py --frames 300000 --seeds 0
+	$(PY) benchmarks/distributed.py
+	$(PY) benchmarks/scaling_model.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -317,7 +317,7 @@ class Session:
         cfg = resolve_run(cfg, ds, model.arch["name"], task)
         cfg = replace(cfg, out=dist_utils.broadcast(cfg.out))  # rank 0's folder (a default name holds the time)
         self.cfg, self.out = cfg, Path(cfg.out)
-        self.lock = dist_utils.on_main(lambda: self._claim(cfg, resuming))  # one writer per run folder
+        self.lock = dist_utils.on_main(lambda: claim_run(self.out, cfg, resuming))  # one writer per run folder
         self.loaders = task.loaders(ds, cfg.data, device=engine.device, seed=cfg.train.seed,
                                     channels_last=engine.channels_last)
         for loader in self.loaders.values():
@@ -364,17 +364,6 @@ class Session:
         self.trainer = Trainer(model, engine=engine, optimizer=optimizer, scheduler=scheduler, task=task,
                                grad_clip=t.grad_clip, ema_decay=t.ema, on_nan=t.on_nan, rollback=ckpt.newest_state,
                                callbacks=callbacks)
-
-    def _claim(self, cfg: RunConfig, resuming: bool) -> RunLock:
-        """Lock the run folder (rank 0), and for a new run prepare it and write ``config.yaml``."""
-        if self.out.exists() and not self.out.is_dir():
-            raise LaminaError(f"--out {self.out} exists and is not a folder: choose another --out")
-        lock = RunLock(self.out).acquire()
-        if not resuming:
-            _prepare_out(self.out)
-            # without its folder: `lamina train --config RUN/config.yaml` repeats the run into a new one
-            save_config(replace(cfg, out=""), self.out / "config.yaml")
-        return lock
 
     def _fidelity_reference(self, console: Console) -> Any:
         """FD-lamina's real-image features (see :mod:`lamina.fidelity`), or None when it is off."""
@@ -579,15 +568,20 @@ def _progress(loader: Any, what: str) -> Any:
     return track(loader, description=what, total=len(loader), transient=True, console=Console(stderr=True))
 
 
-def _prepare_out(out: Path) -> None:
+def claim_run(out: Path, cfg: RunConfig, resuming: bool) -> RunLock:
+    """Lock the run folder ``out`` (created if need be) for this run, the one writer until it releases
+    the lock; a new run also checks that the folder holds no run yet and writes ``config.yaml``.
+    Shared by training (:class:`Session`, rank 0) and game runs (``lamina play``)."""
     if out.exists() and not out.is_dir():
         raise LaminaError(f"--out {out} exists and is not a folder: choose another --out")
-    if (out / "summary.json").exists() or (out / "metrics.jsonl").exists():
-        raise LaminaError(f"run folder {out} already holds a run: choose another --out or delete it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise LaminaError(f"cannot create run folder {out}: {e.strerror}") from None
+    lock = RunLock(out).acquire()
+    if not resuming:
+        if (out / "summary.json").exists() or (out / "metrics.jsonl").exists():
+            lock.release()
+            raise LaminaError(f"run folder {out} already holds a run: choose another --out or delete it")
+        # without its folder: `lamina train --config RUN/config.yaml` repeats the run into a new one
+        save_config(replace(cfg, out=""), out / "config.yaml")
+    return lock
 
 
 def truncate_metrics(path: Path, step: int) -> None:

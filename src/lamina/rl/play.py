@@ -26,7 +26,7 @@ from rich.console import Console
 
 from lamina import __version__
 from lamina.artifacts import MODEL_FORMAT
-from lamina.config import RunConfig, apply_overrides, load_config, save_config, to_dict
+from lamina.config import RunConfig, apply_overrides, load_config, to_dict
 from lamina.errors import LaminaError
 from lamina.models.base import Model
 from lamina.models.qnet import REGISTERED as QNETS
@@ -39,7 +39,6 @@ from lamina.training import checkpoint
 from lamina.training.engine import Engine, enable_determinism, resolve_device, seed_everything
 from lamina.training.nan_guard import NanGuard
 from lamina.utils.io import atomic_path, default_run_dir, read_json, write_json
-from lamina.utils.lock import RunLock
 
 TASK = "dqn"  # config.yaml's data.task of a game run (how `lamina resume` tells it apart)
 MODALITY = "game"
@@ -139,12 +138,6 @@ def build_qnet(cfg: RunConfig, obs_shape: Sequence[int], num_actions: int) -> Mo
     return model
 
 
-def _prepare_out(out: Path) -> None:
-    from lamina.session import _prepare_out as prepare
-
-    prepare(out)
-
-
 class PlaySession:
     """One game run built from a resolved config: environments, Q-network, replay, loop, callbacks."""
 
@@ -166,12 +159,9 @@ class PlaySession:
         cfg = replace(cfg, model=replace(cfg.model, width=a["width"], depth=a["depth"], act=a["act"], norm=a["norm"],
                                          dropout=a["dropout"]))
         self.cfg, self.model = cfg, model.to(engine.device)
-        if self.out.exists() and not self.out.is_dir():
-            raise LaminaError(f"--out {self.out} exists and is not a folder: choose another --out")
-        self.lock = RunLock(self.out).acquire()  # one writer per run folder, until run() ends
-        if not resuming:
-            _prepare_out(self.out)
-            save_config(replace(cfg, out=""), self.out / "config.yaml")
+        from lamina.session import claim_run
+
+        self.lock = claim_run(self.out, cfg, resuming)  # one writer per run folder, until run() ends
         self.replay = ReplayBuffer(rl.buffer, rl.envs, self.envs.obs_shape, self.envs.obs_dtype, device=engine.device,
                                    n_step=rl.n_step, gamma=rl.gamma, frame_stack=self.envs.frame_stack)
         autocast = engine.autocast if engine.amp_dtype is not None else None

@@ -14,7 +14,12 @@ excluded, its periodic 20-batch evaluations included); lamina's is its training 
 
 Two races: ``short`` (nanoGPT's README setting, 2,000 iterations) and ``long`` (the same setting
 with ``--max_iters=15000 --lr_decay_iters=15000``), the latter also asking for lamina's bits per
-character after 10 minutes of training.
+character after 10 minutes of training. The long race runs lamina twice against the same nanoGPT
+run: its character model (the defaults), and a byte-level BPE model (``data.vocab=bpe``, 1,024
+tokens trained on the training split, the same model otherwise), whose loss is turned into nats
+per *character* of the same tail (its token losses summed over the tail, divided by the tail's
+characters), so both are judged by the same number. BPE's tokenizer training (about 10 s) is data
+preparation, outside the training time, like nanoGPT's ``prepare.py``.
 
     NANOGPT_SRC=/path/to/nanoGPT python benchmarks/austen_lm.py       # both races, ~35 min on 2 CPU cores
     python benchmarks/austen_lm.py --races short                      # ~5 min (clones nanoGPT from GitHub)
@@ -52,10 +57,14 @@ SHORT = [*COMMON, "data.context=64", "data.batch_size=32", "model.width=128", "m
 # The long race: lamina's own CPU defaults for a language model (tasks/language.py), trained for
 # --long-minutes (the number of steps, and so the cosine schedule, sized from the measured speed).
 LONG = [*COMMON]
+# The long race again with byte-level BPE tokens (about 3.5 characters each): the same model reads
+# and predicts 3.5x the characters per step (benchmarks/README.md).
+LONG_BPE = [*COMMON, "data.vocab=bpe", "data.vocab_size=1024"]
 
 
 class Curve(Callback):
-    """(training seconds, whole-tail validation loss) after every epoch."""
+    """(training seconds, whole-tail validation loss) after every epoch; ``val_loss_per_char`` is
+    in nats per character (the token loss for a character vocabulary)."""
 
     def __init__(self) -> None:
         self.points: list[dict[str, float]] = []
@@ -63,7 +72,7 @@ class Curve(Callback):
     def epoch_end(self, trainer: Any) -> None:
         m = trainer.last_epoch
         self.points.append({"seconds": round(m["seconds"], 3), "step": m["step"], "val_loss": m["val_loss"],
-                            "val_bpc": m["val_loss"] / LN2})
+                            "val_bpc": m["val_bpc"], "val_loss_per_char": m["val_bpc"] * LN2})
 
 
 class StepClock(Callback):
@@ -106,12 +115,15 @@ def race_lamina(text_file: Path, out: Path, overrides: list[str], *, seed: int, 
 
 
 def seconds_to(curve: list[dict[str, float]], loss: float) -> float | None:
-    """The first time the curve is at or below ``loss`` (None if never)."""
-    return next((p["seconds"] for p in curve if p["val_loss"] <= loss), None)
+    """The first time the curve is at or below ``loss`` nats per character (None if never)."""
+    return next((p["seconds"] for p in curve if p["val_loss_per_char"] <= loss), None)
 
 
 def one_race(name: str, repo: Path, data_dir: Path, text_file: Path, work: Path, a: argparse.Namespace,
-             max_iters: int, overrides: list[str], lamina_minutes: float | None) -> dict[str, Any]:
+             max_iters: int, overrides: list[str], lamina_minutes: float | None,
+             variants: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """nanoGPT for ``max_iters``, then lamina with ``overrides``, and with each of ``variants`` (named
+    other overrides) against the same nanoGPT run."""
     print(f"[{name}] nanoGPT, {max_iters} iterations ...", flush=True)
     extra = [f"--eval_interval={max_iters // 4}"] if max_iters < 1000 else []  # smoke runs: still a checkpoint
     ng = run_nanogpt(repo, data_dir.name, max_iters=max_iters, lr_decay_iters=max_iters, extra=extra,
@@ -123,11 +135,19 @@ def one_race(name: str, repo: Path, data_dir: Path, text_file: Path, work: Path,
     print(f"[{name}] lamina ...", flush=True)
     la = race_lamina(text_file, work / f"lamina-{name}", overrides, minutes=lamina_minutes, seed=a.seed)
     t = seconds_to(la["curve"], tail)
-    print(f"[{name}] lamina reached {tail:.4f} at {t} s; final {la['summary']['val_loss']:.4f}", flush=True)
-    return {"nanogpt": {k: v for k, v in ng.items() if k not in ("ckpt",)} | {
+    print(f"[{name}] lamina reached {tail:.4f} at {t} s; final {la['summary']['val_bpc'] * LN2:.4f}", flush=True)
+    race = {"nanogpt": {k: v for k, v in ng.items() if k not in ("ckpt",)} | {
                 "train_seconds": ng_train, "whole_tail_val_loss": tail, "whole_tail_val_bpc": tail / LN2},
             "lamina": la, "lamina_seconds_to_nanogpt_loss": t,
             "speedup": ng_train / t if t else None}
+    for variant, extra in (variants or {}).items():
+        print(f"[{name}] lamina, {variant} ...", flush=True)
+        lv = race_lamina(text_file, work / f"lamina-{name}-{variant}", extra, minutes=lamina_minutes, seed=a.seed)
+        tv = seconds_to(lv["curve"], tail)
+        print(f"[{name}] lamina {variant} reached {tail:.4f} at {tv} s; final {lv['summary']['val_bpc'] * LN2:.4f}",
+              flush=True)
+        race[variant] = {"lamina": lv, "lamina_seconds_to_nanogpt_loss": tv, "speedup": ng_train / tv if tv else None}
+    return race
 
 
 def main() -> None:
@@ -137,6 +157,8 @@ def main() -> None:
     p.add_argument("--long-minutes", type=float, default=10.0, help="lamina's training time in the long race")
     p.add_argument("--short-iters", type=int, default=2000, help="nanoGPT's iterations in the short race (README)")
     p.add_argument("--long-iters", type=int, default=15000, help="nanoGPT's iterations in the long race")
+    p.add_argument("--no-long-bpe", dest="long_bpe", action="store_false",
+                   help="skip the long race's BPE variant (10 more minutes)")
     p.add_argument("--out", type=Path, default=result_path("austen_lm", "cpu"))
     a = p.parse_args()
     torch.manual_seed(a.seed)
@@ -154,7 +176,9 @@ def main() -> None:
             if name == "short":
                 races[name] = one_race(name, repo, data_dir, text_file, work, a, a.short_iters, SHORT, None)
             elif name == "long":
-                races[name] = one_race(name, repo, data_dir, text_file, work, a, a.long_iters, LONG, a.long_minutes)
+                variants = {"bpe": LONG_BPE} if a.long_bpe else {}
+                races[name] = one_race(name, repo, data_dir, text_file, work, a, a.long_iters, LONG, a.long_minutes,
+                                       variants)
             else:
                 raise SystemExit(f"unknown race {name!r}: use short and/or long")
     summary: dict[str, Any] = {}
@@ -172,6 +196,10 @@ def main() -> None:
                     "long_lamina_seconds_to_nanogpt_loss": r["lamina_seconds_to_nanogpt_loss"],
                     "long_speedup": r["speedup"],
                     "lamina_10min_val_bpc": r["lamina"]["summary"]["val_bpc"]}
+        if "bpe" in r:
+            summary |= {"long_bpe_lamina_seconds_to_nanogpt_loss": r["bpe"]["lamina_seconds_to_nanogpt_loss"],
+                        "long_bpe_speedup": r["bpe"]["speedup"],
+                        "lamina_bpe_10min_val_bpc": r["bpe"]["lamina"]["summary"]["val_bpc"]}
     record = {**environment("cpu"), "seeds": [a.seed], "bench_seconds": time.perf_counter() - t0,
               "summary": summary, "races": races}
     print(f"wrote {write(a.out, record)}")

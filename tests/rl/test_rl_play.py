@@ -236,3 +236,10 @@ def test_the_python_api_plays_and_resumes_a_game_run(tmp_path) -> None:
     assert run.dir == tmp_path / "g" and run.summary["frames"] == 1500 and run.config.data.task == "dqn"
     with pytest.raises(LaminaError, match="already finished"):
         lamina.resume(run.dir, quiet=True)
+
+
+def test_atari_without_opencv_names_the_extra(monkeypatch) -> None:
+    pytest.importorskip("ale_py")
+    _without(monkeypatch, "cv2")
+    with pytest.raises(LaminaError, match=r"need OpenCV .*pip install 'lamina\[atari\]'"):
+        make_env("atari/Breakout", 1, seed=0, cfg=RLConfig())

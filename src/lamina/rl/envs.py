@@ -13,8 +13,11 @@ attributes and a ``numpy.random.RandomState``, saved as tensors and numbers, so 
 goes on inside the same episodes. ``make_env("atari/Breakout", ...)``: gymnasium + ale-py with
 the standard preprocessing (``AtariPreprocessing``: frame-skip with the last two frames
 max-pooled, 84×84 grey, up to ``noop_max`` no-op starts; sticky actions p = ``cfg.sticky`` in the
-ALE; ``FrameStackObservation`` of 4). An ALE emulator state is not saved: **a resumed Atari run
-restarts its episodes** (the replay buffer marks the interrupted ones as cut).
+ALE; ``FrameStackObservation`` of 4). Its state is the ALE's own (``cloneState(include_rng=True)``,
+serialised bytes: the emulator and the sticky actions' RNG), the no-op starts' generator and the
+two wrappers' frame buffers, so a resumed Atari run also goes on inside the same episodes. A
+gymnasium environment of another kind has no saved state: it restarts its episodes (the replay
+buffer marks the interrupted ones as cut).
 """
 
 from __future__ import annotations
@@ -174,6 +177,11 @@ def _ale_ids() -> list[str]:
         import ale_py
     except ImportError:
         raise LaminaError(f"atari/ environments need ale-py (the Atari emulator): {ATARI_EXTRA}") from None
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise LaminaError("atari/ environments need OpenCV (gymnasium's standard Atari preprocessing resizes "
+                          f"frames with it): {ATARI_EXTRA}, or pip install opencv-python-headless") from None
     gym.register_envs(ale_py)
     return sorted(k[4:-3] for k in gym.envs.registry if k.startswith("ALE/") and k.endswith("-v5"))
 
@@ -189,7 +197,9 @@ def _make_ale(game: str, *, sticky: float, max_frames: int) -> Any:
 class GymEnv(Env):
     """A gymnasium environment whose observations are uint8 frame stacks (Atari after preprocessing).
 
-    Its state is not saved (``state_dict`` is None): a resumed run restarts its episodes.
+    Its state is saved when it is an ALE game behind ``AtariPreprocessing`` and
+    ``FrameStackObservation`` (:func:`make_atari`); otherwise ``state_dict`` is None and a resumed
+    run restarts its episodes.
     """
 
     obs_scale = 1 / 255
@@ -213,14 +223,71 @@ class GymEnv(Env):
         self._last = np.asarray(obs)
         return self._last, float(reward), bool(terminated), bool(truncated)
 
+    def _layers(self) -> dict[str, Any]:
+        """The wrappers whose state matters, by kind, found by walking ``.env`` down to the game."""
+        found: dict[str, Any] = {}
+        env = self.env
+        while env is not None:
+            kind = type(env).__name__
+            if kind in ("FrameStackObservation", "AtariPreprocessing", "AtariEnv"):
+                found[kind] = env
+            env = getattr(env, "env", None)
+        return found
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The ALE's state with its RNG (as bytes), the no-op generator and the frame buffers; None
+        for a gymnasium environment that is not an ALE game behind the standard wrappers."""
+        layers = self._layers()
+        if len(layers) < 3 or self._last is None:
+            return None
+        stack, prep, game = layers["FrameStackObservation"], layers["AtariPreprocessing"], layers["AtariEnv"]
+        ale = np.frombuffer(game.ale.cloneState(include_rng=True).serialize(), dtype=np.uint8)
+        rng = game.np_random.bit_generator.state  # PCG64: 128-bit integers, kept as text
+        return {"ale": torch.from_numpy(ale.copy()), "np_random": _encode(_text_ints(rng)),
+                "obs_buffer": [_encode(b) for b in prep.obs_buffer], "lives": int(prep.lives),
+                "game_over": bool(prep.game_over), "queue": _encode(list(stack.obs_queue)),
+                "padding": _encode(stack.padding_value), "last": _encode(self._last), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        import ale_py
+
+        if self._first:  # gymnasium refuses step() before a first reset()
+            self.reset()
+        layers = self._layers()
+        stack, prep, game = layers["FrameStackObservation"], layers["AtariPreprocessing"], layers["AtariEnv"]
+        game.ale.restoreState(ale_py.ALEState(state["ale"].numpy().tobytes()))
+        game.np_random.bit_generator.state = _int_texts(_decode(state["np_random"]))
+        for buf, saved in zip(prep.obs_buffer, state["obs_buffer"], strict=True):
+            buf[...] = _decode(saved)
+        prep.lives, prep.game_over = int(state["lives"]), bool(state["game_over"])
+        stack.obs_queue.clear()
+        stack.obs_queue.extend(_decode(state["queue"]))
+        stack.padding_value = _decode(state["padding"])
+        self._last, self.seed = _decode(state["last"]), int(state["seed"])
+
     def restart(self, seed: int) -> np.ndarray:
-        """A new episode from ``seed`` (after a resume: the emulator's state was not saved)."""
+        """A new episode from ``seed`` (after a resume whose checkpoint had no state for it)."""
         self.seed, self._first = int(seed), True
         return self.reset()
 
     def frame(self) -> np.ndarray:
         grey = self._last[-1] if self._last is not None else np.zeros(self.obs_shape[1:], np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _text_ints(value: Any) -> Any:
+    """Integers too wide for a checkpoint's numbers (PCG64's 128-bit state) as ``{"__int__": text}``."""
+    if isinstance(value, dict):
+        return {k: _text_ints(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return {"__int__": str(value)}
+    return value
+
+
+def _int_texts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return int(value["__int__"]) if set(value) == {"__int__"} else {k: _int_texts(v) for k, v in value.items()}
+    return value
 
 
 def make_atari(game: str, *, seed: int, cfg: RLConfig) -> GymEnv:

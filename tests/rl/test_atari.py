@@ -17,8 +17,8 @@ pytest.importorskip("ale_py")
 pytest.importorskip("cv2")
 pytest.importorskip("gymnasium")
 
-from lamina.cli.play import add_parser, cmd_play  # noqa: E402
-from lamina.rl.envs import make_env  # noqa: E402
+from lamina.cli.play import add_parser, cmd_play
+from lamina.rl.envs import make_env
 
 # Short episodes (400 emulator frames = 100 agent steps), so that every test crosses episode ends.
 SHORT = RLConfig(max_episode_frames=400)

@@ -69,7 +69,8 @@ class Env:
 
 
 def _encode(value: Any) -> Any:
-    """A MinAtar game attribute as checkpointable values (tensors, numbers, lists); no pickle."""
+    """A game's state (MinAtar's attributes, Atari's buffers and generator) as checkpointable values
+    (tensors, numbers, lists); no pickle."""
     if isinstance(value, np.random.RandomState):
         _, keys, pos, has_gauss, gauss = value.get_state()
         return {"__random__": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -82,14 +83,18 @@ def _encode(value: Any) -> Any:
         return {"__dict__": {str(k): _encode(v) for k, v in value.items()}}
     if isinstance(value, list | tuple):
         return {"__list__" if isinstance(value, list) else "__tuple__list": [_encode(v) for v in value]}
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return {"__int__": str(value)}  # wider than a checkpoint's numbers (PCG64's 128-bit state)
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    raise TypeError(f"cannot save a {type(value).__name__} of a MinAtar game")
+    raise TypeError(f"cannot save a {type(value).__name__} of a game's state")
 
 
 def _decode(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
+    if "__int__" in value:
+        return int(value["__int__"])
     if "__random__" in value:
         rs = np.random.RandomState()
         rs.set_state(("MT19937", value["__random__"].numpy().astype(np.uint32), int(value["pos"]),
@@ -105,7 +110,7 @@ def _decode(value: Any) -> Any:
         return [_decode(v) for v in value["__list__"]]
     if "__tuple__list" in value:
         return tuple(_decode(v) for v in value["__tuple__list"])
-    raise TypeError(f"unknown saved MinAtar value {sorted(value)}")
+    raise TypeError(f"unknown saved game value {sorted(value)}")
 
 
 def _cubehelix(n: int) -> np.ndarray:
@@ -242,8 +247,8 @@ class GymEnv(Env):
             return None
         stack, prep, game = layers["FrameStackObservation"], layers["AtariPreprocessing"], layers["AtariEnv"]
         ale = np.frombuffer(game.ale.cloneState(include_rng=True).serialize(), dtype=np.uint8)
-        rng = game.np_random.bit_generator.state  # PCG64: 128-bit integers, kept as text
-        return {"ale": torch.from_numpy(ale.copy()), "np_random": _encode(_text_ints(rng)),
+        rng = game.np_random.bit_generator.state  # PCG64
+        return {"ale": torch.from_numpy(ale.copy()), "np_random": _encode(rng),
                 "obs_buffer": [_encode(b) for b in prep.obs_buffer], "lives": int(prep.lives),
                 "game_over": bool(prep.game_over), "queue": _encode(list(stack.obs_queue)),
                 "padding": _encode(stack.padding_value), "last": _encode(self._last), "seed": self.seed}
@@ -256,7 +261,7 @@ class GymEnv(Env):
         layers = self._layers()
         stack, prep, game = layers["FrameStackObservation"], layers["AtariPreprocessing"], layers["AtariEnv"]
         game.ale.restoreState(ale_py.ALEState(state["ale"].numpy().tobytes()))
-        game.np_random.bit_generator.state = _int_texts(_decode(state["np_random"]))
+        game.np_random.bit_generator.state = _decode(state["np_random"])
         for buf, saved in zip(prep.obs_buffer, state["obs_buffer"], strict=True):
             buf[...] = _decode(saved)
         prep.lives, prep.game_over = int(state["lives"]), bool(state["game_over"])
@@ -273,21 +278,6 @@ class GymEnv(Env):
     def frame(self) -> np.ndarray:
         grey = self._last[-1] if self._last is not None else np.zeros(self.obs_shape[1:], np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
-
-
-def _text_ints(value: Any) -> Any:
-    """Integers too wide for a checkpoint's numbers (PCG64's 128-bit state) as ``{"__int__": text}``."""
-    if isinstance(value, dict):
-        return {k: _text_ints(v) for k, v in value.items()}
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-        return {"__int__": str(value)}
-    return value
-
-
-def _int_texts(value: Any) -> Any:
-    if isinstance(value, dict):
-        return int(value["__int__"]) if set(value) == {"__int__"} else {k: _int_texts(v) for k, v in value.items()}
-    return value
 
 
 def make_atari(game: str, *, seed: int, cfg: RLConfig) -> GymEnv:

@@ -2,6 +2,7 @@
 what the second process costs per step (issue 14).
 
     python benchmarks/distributed.py            # writes benchmarks/results/distributed_cpu.json
+    python benchmarks/distributed.py --strategy fsdp   # the same for FSDP2: distributed_fsdp_cpu.json
 
 - **Trajectory.** The same run on 1 process with the global batch B and on 2 ranks (torchrun) with
   B/2 each: the global batch's running loss after every step, for 60 steps, without BatchNorm (they
@@ -14,6 +15,9 @@ what the second process costs per step (issue 14).
   not a speed-up: there is no more compute to be had. Beside it, the same ratio for a hand-written
   loop (the network, batch shape and optimizer of the run, DDP on 2 ranks): what DDP itself costs
   here, against what lamina's job adds to it.
+
+With ``--strategy fsdp`` the 2 ranks shard the model (FSDP2) instead of replicating it; the
+hand-written comparison is DDP's alone.
 
 The data is scikit-learn's digits (1,797 8x8 images; ``lamina train digits``); the model lamina's
 ``mlp``, no dropout, no augmentation, deterministic kernels.
@@ -36,7 +40,7 @@ from common import environment, mean_std, result_path, write
 
 # one run of either kind: no dropout, no augmentation, deterministic kernels
 OVERRIDES = ["model.dropout=0", "data.translate=0", "data.cutout=0", "data.flip=false", "train.gradient_flow_every=0",
-             "energy.meter=off"]
+             "energy.meter=off", "train.precision=fp32"]  # bf16 is auto on CPUs with AVX512-BF16: fp32 everywhere
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -118,7 +122,8 @@ def max_rel_diff(a: list[float], b: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=result_path("distributed", "cpu"))
+    p.add_argument("--out", type=Path, help="default: benchmarks/results/distributed[_fsdp]_cpu.json")
+    p.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp", help="what the 2-rank runs use")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3, help="timed pairs for the overhead")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -133,16 +138,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.worker:
         raw_worker(args) if args.hand_written else worker(args)
         return {}
+    out = args.out or result_path("distributed" if args.strategy == "ddp" else "distributed_fsdp", "cpu")
+    two = [f"train.strategy={args.strategy}"]  # the 2-rank runs' strategy (the 1-process runs: none)
     tmp = Path(tempfile.mkdtemp(prefix="lamina-dist-"))
     try:
         record: dict[str, Any] = {"benchmark": "distributed", **environment("cpu"), "data": "digits", "model": "mlp",
-                                  "global_batch": 32, "seeds": list(range(args.seeds))}
+                                  "global_batch": 32, "seeds": list(range(args.seeds)), "strategy": args.strategy}
         # 1. trajectories: 60 steps (2 epochs of 1,437 / 32 = 44 steps, the first 60 kept)
         traj = {}
         for name, one_set, two_set in (("no_batchnorm", ["model.norm=none"], ["model.norm=none"]),
                                        ("batchnorm_per_rank", ["model.norm=batch"], ["model.norm=batch"])):
             a = launch(1, tmp / f"{name}-1", seed=0, epochs=2, batch=32, overrides=one_set, record=True)
-            b = launch(2, tmp / f"{name}-2", seed=0, epochs=2, batch=32, overrides=two_set, record=True)
+            b = launch(2, tmp / f"{name}-2", seed=0, epochs=2, batch=32, overrides=[*two_set, *two], record=True)
             la, lb = a["losses"][:60], b["losses"][:60]
             traj[name] = {"steps": len(la), "max_relative_loss_difference": max_rel_diff(la, lb),
                           "final_loss_1": la[-1], "final_loss_2": lb[-1], "world_size_2": b["world_size"]}
@@ -156,32 +163,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             order += [1, 2] if i % 2 == 0 else [2, 1]
         for i, nproc in enumerate(order):
             seed = i // 2
-            s = launch(nproc, tmp / f"acc-{i}-{nproc}", seed=seed, epochs=10, batch=32, overrides=["model.norm=none"])
+            s = launch(nproc, tmp / f"acc-{i}-{nproc}", seed=seed, epochs=10, batch=32,
+                       overrides=["model.norm=none", *(two if nproc == 2 else [])])
             if len(acc[nproc]) < args.seeds:
                 acc[nproc].append(s["test_accuracy"])
             per_step[nproc].append(s["train_seconds"] / s["steps"])
             print(f"seed {seed}, {nproc} process(es): accuracy {s['test_accuracy']:.4f}, "
                   f"{1e3 * per_step[nproc][-1]:.2f} ms/step")
         ratios = [b / a for a, b in zip(per_step[1], per_step[2], strict=True)]
-        # the same two set-ups as a hand-written loop (DDP on 2 ranks), interleaved the same way
-        hand: dict[int, list[float]] = {1: [], 2: []}
-        for i, nproc in enumerate(order):
-            s = launch(nproc, tmp / f"hand-{i}-{nproc}", seed=i // 2, epochs=0, batch=32, overrides=[], raw=True)
-            hand[nproc].append(s["train_seconds"] / s["steps"])
-            print(f"hand-written loop, {nproc} process(es): {1e3 * hand[nproc][-1]:.2f} ms/step")
-        hand_ratios = [b / a for a, b in zip(hand[1], hand[2], strict=True)]
         record["accuracy"] = {"one_process": mean_std(acc[1]), "two_processes": mean_std(acc[2]), "epochs": 10}
         record["seconds_per_step"] = {"one_process_2_threads": mean_std(per_step[1]),
                                       "two_processes_1_thread_each": mean_std(per_step[2]),
                                       "ratio_two_over_one": mean_std(ratios),
-                                      "median_ratio": statistics.median(ratios),
-                                      "hand_written_one_process": mean_std(hand[1]),
-                                      "hand_written_two_processes_ddp": mean_std(hand[2]),
-                                      "hand_written_ratio_two_over_one": mean_std(hand_ratios),
-                                      "lamina_over_hand_written_two_processes": mean_std(
-                                          [a / b for a, b in zip(per_step[2], hand[2], strict=True)])}
-        write(args.out, record)
-        print(f"wrote {args.out}")
+                                      "median_ratio": statistics.median(ratios)}
+        if args.strategy == "ddp":  # the same two set-ups as a hand-written loop (DDP on 2 ranks), interleaved
+            hand: dict[int, list[float]] = {1: [], 2: []}
+            for i, nproc in enumerate(order):
+                s = launch(nproc, tmp / f"hand-{i}-{nproc}", seed=i // 2, epochs=0, batch=32, overrides=[], raw=True)
+                hand[nproc].append(s["train_seconds"] / s["steps"])
+                print(f"hand-written loop, {nproc} process(es): {1e3 * hand[nproc][-1]:.2f} ms/step")
+            hand_ratios = [b / a for a, b in zip(hand[1], hand[2], strict=True)]
+            record["seconds_per_step"] |= {"hand_written_one_process": mean_std(hand[1]),
+                                           "hand_written_two_processes_ddp": mean_std(hand[2]),
+                                           "hand_written_ratio_two_over_one": mean_std(hand_ratios),
+                                           "lamina_over_hand_written_two_processes": mean_std(
+                                               [a / b for a, b in zip(per_step[2], hand[2], strict=True)])}
+        write(out, record)
+        print(f"wrote {out}")
         return record
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

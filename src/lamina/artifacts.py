@@ -31,9 +31,11 @@ from lamina.utils.io import atomic_path, read_json, write_json
 MODEL_FORMAT = "lamina-model/1"
 
 
-def save_model(model: Model, folder: Path, ds: Dataset, task: Task) -> None:
-    """Write ``model.safetensors`` and ``model.json`` into ``folder`` (atomically, each)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_model(model: Model, folder: Path, ds: Dataset, task: Task,
+               weights: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model.safetensors`` and ``model.json`` into ``folder`` (atomically, each).
+    ``weights``: the state dict to write, when ``model``'s own holds shards (fsdp: gathered first)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in (model.state_dict() if weights is None else weights).items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     meta = {"format": MODEL_FORMAT, "arch": model.arch, "preprocess": ds.preprocess.to_dict(),

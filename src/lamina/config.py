@@ -107,7 +107,7 @@ class TrainConfig:
     gradient_flow_every: int = 50  # record per-layer gradient norms every this many steps; 0: off
     tensorboard: bool = False  # write TensorBoard event files to RUN/tensorboard
     # Several processes (torchrun, or lamina train --nproc N): data.batch_size is the global batch.
-    strategy: str = "auto"  # auto (ddp under torchrun, else none) | none | ddp
+    strategy: str = "auto"  # auto (ddp under torchrun, else none) | none | ddp | fsdp (sharded: FSDP2)
     sync_batchnorm: bool = False  # ddp: BatchNorm statistics over the global batch, not each rank's part
     dist_timeout: float = 600.0  # seconds a collective waits for a silent rank before the job fails
 

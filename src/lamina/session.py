@@ -304,6 +304,19 @@ class Session:
                                              seed=t.seed, dist_timeout=t.dist_timeout,
                                              sync_batchnorm=t.sync_batchnorm)
         self.dist = engine.dist
+        self.lock: RunLock | None = None
+        try:
+            self._assemble(cfg, console, quiet=quiet, resuming=resuming, extra=extra, dataset=dataset)
+        except BaseException:  # nothing trains: free the run folder and leave the job's process group
+            if self.lock is not None:
+                self.lock.release()
+            engine.close()
+            raise
+
+    def _assemble(self, cfg: RunConfig, console: Console, *, quiet: bool, resuming: bool,
+                  extra: Sequence[cb.Callback], dataset: Dataset | None) -> None:
+        """Everything of :meth:`__init__` after the job of processes: data, task, model, callbacks."""
+        engine, t = self.engine, cfg.train
         if not self.dist.is_main:  # rank 0 prints and writes; the others train quietly beside it
             console, quiet = Console(quiet=True), True
             warnings.simplefilter("ignore")  # the same code runs on every rank: rank 0's warnings are theirs
@@ -312,8 +325,14 @@ class Session:
         self.ds = ds = dataset if dataset is not None else dist_utils.main_first(
             lambda: build_dataset(cfg.data, seed=cfg.train.seed))
         self.task = task = build_task(ds, cfg)
-        engine.channels_last = bool(t.channels_last if t.channels_last is not None else ds.modality == "image")
+        if self.dist.strategy == "fsdp" and t.channels_last:
+            raise LaminaError("train.channels_last under fsdp: FSDP shards contiguous parameters only; drop it")
+        sharded = self.dist.strategy == "fsdp"  # FSDP cannot shard a channels_last convolution's weight
+        engine.channels_last = bool(t.channels_last if t.channels_last is not None
+                                    else ds.modality == "image" and not sharded)
         self.model = model = task.build_model(cfg.model, ds)
+        if self.dist.strategy == "fsdp":
+            dist_utils.on_main(lambda: check_fsdp(cfg, task))  # said once, by rank 0
         cfg = resolve_run(cfg, ds, model.arch["name"], task)
         cfg = replace(cfg, out=dist_utils.broadcast(cfg.out))  # rank 0's folder (a default name holds the time)
         self.cfg, self.out = cfg, Path(cfg.out)
@@ -323,7 +342,8 @@ class Session:
         for loader in self.loaders.values():
             self.dist.shard_loader(loader)  # each rank its part of every batch
         t = cfg.train
-        optimizer = create_optimizer(t.optimizer, model.to(engine.device), lr=t.lr,  # type: ignore[arg-type]
+        # on the device, and under fsdp sharded, before the optimizer takes the parameters
+        optimizer = create_optimizer(t.optimizer, engine.prepare(model), lr=t.lr,  # type: ignore[arg-type]
                                      weight_decay=t.weight_decay, momentum=t.momentum, beta2=t.beta2)
         scheduler = create_scheduler(t.schedule, optimizer, total_steps=t.epochs * len(self.loaders["train"]),
                                      warmup_fraction=t.warmup)
@@ -332,30 +352,31 @@ class Session:
                              every_steps=t.checkpoint_every, every_minutes=t.checkpoint_minutes)
         # Every rank has the same callbacks (they meet at the same steps); only rank 0's write.
         callbacks: list[cb.Callback] = [cb.MetricsLogger(self.out / "metrics.jsonl"), ckpt, *extra]
-        main = self.dist.is_main
+        main, sharded = self.dist.is_main, self.dist.strategy == "fsdp"
         if not quiet:
             callbacks.append(cb.ProgressBar(console))
         if t.early_stopping > 0:
             callbacks.append(cb.EarlyStopping(t.early_stopping))
         if t.max_minutes > 0:
             callbacks.append(cb.TimeLimit(t.max_minutes * 60))
-        if t.gradient_flow_every > 0 and main:
+        if t.gradient_flow_every > 0 and (main or sharded):  # fsdp: each rank its shards' part of a norm
             from lamina.inspection.gradients import GradientFlow
 
             callbacks.append(GradientFlow(self.out / "inspection" / "gradients.jsonl", every=t.gradient_flow_every))
         if t.tensorboard:
             callbacks.append(cb.TensorBoard(self.out / "tensorboard"))
-        if main:  # samples written during training (under ddp the bare module samples: no collective)
-            callbacks += task.callbacks(self.out)
+        # samples written during training, by rank 0 (under fsdp with the model gathered on every rank)
+        callbacks += [cb.OnMain(c if main else None, c.order) for c in task.callbacks(self.out)]
         self.reference = (dist_utils.on_main(lambda: self._fidelity_reference(console))
                           if isinstance(task, ImageGenerator) else None)
-        if self.reference is not None:
+        if isinstance(task, ImageGenerator):  # rank 0 scores; under fsdp every rank gathers the model for it
             from lamina.fidelity import FidelityScores
             from lamina.tasks.generative import SampleGrids
 
-            self.fidelity = FidelityScores(self.reference, self.out / "fidelity.jsonl", n=cfg.generate.fd_samples,
-                                           steps=cfg.generate.sample_steps, epochs=SampleGrids.epochs_to_sample)
-            callbacks.append(self.fidelity)
+            if self.reference is not None:
+                self.fidelity = FidelityScores(self.reference, self.out / "fidelity.jsonl", n=cfg.generate.fd_samples,
+                                               steps=cfg.generate.sample_steps, epochs=SampleGrids.epochs_to_sample)
+            callbacks.append(cb.OnMain(self.fidelity if self.reference is not None else None, FidelityScores.order))
         from lamina.energy.meter import EnergyMeter
 
         self.meter = EnergyMeter.from_config(cfg.energy, engine.device, self.out)
@@ -414,14 +435,19 @@ class Session:
             self.console.print(f"stopped early: {trainer.stop_reason}")
         final = trainer.ema.module if trainer.ema is not None else trainer.module
         # The reported metrics are those of the saved model as `load` runs it: fp32, not compiled.
-        metrics = self.task.final_metrics(final, self.loaders)
-        if self.reference is not None:  # the final model's FD-lamina: scored after the last epoch, or now
-            from lamina.fidelity import score_model
+        with engine.gathered(trainer.module):  # fsdp: the whole model on every rank, for uneven shards
+            metrics = self.task.final_metrics(final, self.loaders)
+            if self.reference is not None:  # the final model's FD-lamina: scored after the last epoch, or now
+                from lamina.fidelity import score_model
 
-            last = self.fidelity.last
-            g = cfg.generate
-            metrics |= ({k: v for k, v in last.items() if k not in ("epoch", "step")} if last.get("step") == trainer.step
-                        else score_model(self.task, final, self.reference, n=g.fd_samples, steps=g.sample_steps))
+                last = self.fidelity.last
+                g = cfg.generate
+                metrics |= ({k: v for k, v in last.items() if k not in ("epoch", "step")}
+                            if last.get("step") == trainer.step
+                            else score_model(self.task, final, self.reference, n=g.fd_samples, steps=g.sample_steps))
+        from lamina.training.distributed import full_state
+
+        weights = full_state(final.state_dict())  # fsdp: every rank's shards, gathered
         summary = {
             "task": self.task.name, **metrics,
             "train_seconds": trainer.train_seconds,
@@ -436,7 +462,7 @@ class Session:
             "lamina": __version__,
         }
         if self.dist.is_main:
-            save_model(final, out, ds, self.task)
+            save_model(final, out, ds, self.task, weights=weights)
             write_json(out / "summary.json", summary)
         return summary
 
@@ -454,6 +480,21 @@ class Session:
             out["co2e_g"] = co2e_g(out["energy_j"], out["grid_intensity_g_per_kwh"])
             out["energy_note"] = f"{out.get('energy_note') or ''} (summed over {self.dist.world_size} processes)".strip()
         return out
+
+
+FSDP_TASKS = ("classify", "regress", "language-model", "diffusion")  # the tasks run and tested sharded
+
+
+def check_fsdp(cfg: RunConfig, task: Task) -> None:
+    """What ``train.strategy=fsdp`` cannot run, as one-line errors before anything is trained."""
+    if task.name not in FSDP_TASKS:
+        raise LaminaError(f"train.strategy=fsdp runs the {', '.join(FSDP_TASKS)} tasks; this is {task.name}: "
+                          "use train.strategy=ddp")
+    if cfg.adversarial.method:
+        raise LaminaError("adversarial training under fsdp is not supported: use train.strategy=ddp")
+    if cfg.train.ema > 0:
+        raise LaminaError("train.ema under fsdp is not supported (the average would be a full copy of the model on "
+                          "every rank): drop train.ema or use train.strategy=ddp")
 
 
 def lost_peers(e: BaseException) -> bool:

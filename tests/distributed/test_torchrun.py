@@ -123,7 +123,8 @@ def test_a_language_model_on_two_ranks(tmp_path: Path) -> None:
     text = tmp_path / "text.txt"
     text.write_text("".join(f"line {i} of a small text, with words that repeat.\n" for i in range(160)))
     args = ["--epochs", "2", "--batch-size", "8", "--quiet", "--deterministic", "data.context=16", "model.width=32",
-            "model.depth=1", "model.heads=2", "model.dropout=0", "train.gradient_flow_every=0", "energy.meter=off"]
+            "model.depth=1", "model.heads=2", "model.dropout=0", "train.gradient_flow_every=0", "energy.meter=off",
+            "train.precision=fp32"]
     lamina("train", str(text), "--out", str(tmp_path / "one"), *args)
     lamina("train", str(text), "--out", str(tmp_path / "two"), *args, nproc=2)
     one = json.loads((tmp_path / "one" / "summary.json").read_text())

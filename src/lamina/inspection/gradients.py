@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from lamina.errors import LaminaError
 from lamina.training.callbacks import Callback
+from lamina.utils import dist as dist_utils
 from lamina.utils.io import JsonLines
 
 if TYPE_CHECKING:
@@ -54,7 +56,7 @@ class GradientFlow(Callback):
             self._previous = [p.detach().clone() for _, p in weight_params(trainer.module)]
 
     def fit_start(self, trainer: Trainer) -> None:
-        self._file = JsonLines(self.path, allow_nan=False)
+        self._file = JsonLines(self.path, allow_nan=False) if dist_utils.is_main() else None
         self._previous = None
         self._snapshot_if_due(trainer)
 
@@ -77,13 +79,16 @@ class GradientFlow(Callback):
         if not params:
             return []
         nan = torch.tensor(float("nan"))
-        rows = []
-        for i, (_, p) in enumerate(params):
-            w = p.detach().float()
-            g = p.grad.detach().float().norm() if p.grad is not None else nan.to(w.device)
-            upd = (w - previous[i].float()).norm() if previous is not None else nan.to(w.device)
-            rows.append(torch.stack([g, w.norm(), upd]))
-        values = torch.stack(rows).cpu().tolist()  # (P, 3)
+        if any(isinstance(p, DTensor) for _, p in params):
+            values = _sharded_norms(params, previous)
+        else:
+            rows = []
+            for i, (_, p) in enumerate(params):
+                w = p.detach().float()
+                g = p.grad.detach().float().norm() if p.grad is not None else nan.to(w.device)
+                upd = (w - previous[i].float()).norm() if previous is not None else nan.to(w.device)
+                rows.append(torch.stack([g, w.norm(), upd]))
+            values = torch.stack(rows).cpu().tolist()  # (P, 3)
 
         def finite(v: float) -> float | None:
             return v if v == v and abs(v) != float("inf") else None
@@ -94,6 +99,23 @@ class GradientFlow(Callback):
             out.append({"name": name, "grad_norm": finite(g), "weight_norm": finite(wn), "update_ratio": ratio})
         return out
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any]) -> None:  # rank 0's file (fsdp: every rank computes)
         if self._file is not None:
             self._file.write(record)
+
+
+def _sharded_norms(params: list[tuple[str, Tensor]], previous: list[Tensor] | None) -> list[list[float]]:
+    """Gradient, weight and update norms of sharded parameters (FSDP's ``DTensor`` s): each rank's
+    squared sums of its shards, added over the ranks (a collective: every rank records), then roots."""
+    def local(t: Tensor) -> Tensor:
+        return (t.to_local() if isinstance(t, DTensor) else t).detach().float()
+
+    rows = []
+    for i, (_, p) in enumerate(params):
+        w = local(p)
+        nan = torch.tensor(float("nan"), device=w.device)
+        g = local(p.grad).square().sum() if p.grad is not None else nan
+        upd = (w - local(previous[i])).square().sum() if previous is not None else nan
+        rows.append(torch.stack([g, w.square().sum(), upd]))
+    squares = dist_utils.reduce_sums({"squares": torch.stack(rows)})["squares"]  # (P, 3)
+    return squares.sqrt().cpu().tolist()  # type: ignore[union-attr]

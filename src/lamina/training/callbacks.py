@@ -50,6 +50,41 @@ class Callback:
     def fit_end(self, trainer: Trainer) -> None: ...
 
 
+class OnMain(Callback):
+    """``inner`` (a callback that samples from the model and writes: text, image grids, a fidelity
+    score) run by rank 0 alone, every rank joining in. Under ``fsdp`` each rank's model holds only
+    its shards, so at every epoch's end the ranks gather the whole model together
+    (``trainer.engine.gathered``) and rank 0 runs ``inner`` inside; the other ranks pass ``None``.
+    In one process, or under ``ddp``, it is ``inner`` on rank 0 and nothing elsewhere."""
+
+    def __init__(self, inner: Any | None, order: int) -> None:
+        self.inner, self.order = inner, order
+
+    def _forward(self, event: str, trainer: Trainer) -> None:
+        if self.inner is not None:
+            getattr(self.inner, event)(trainer)
+
+    def fit_start(self, trainer: Trainer) -> None:
+        self._forward("fit_start", trainer)
+
+    def epoch_start(self, trainer: Trainer) -> None:
+        self._forward("epoch_start", trainer)
+
+    def batch_end(self, trainer: Trainer) -> None:
+        self._forward("batch_end", trainer)
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        engine = getattr(trainer, "engine", None)
+        if engine is None or engine.dist.strategy != "fsdp":
+            self._forward("epoch_end", trainer)
+            return
+        with engine.gathered(trainer.module):  # type: ignore[attr-defined]
+            self._forward("epoch_end", trainer)
+
+    def fit_end(self, trainer: Trainer) -> None:
+        self._forward("fit_end", trainer)
+
+
 class ProgressBar(Callback):
     """A rich bar: epoch, step, loss, accuracy, samples/s and ETA; refreshed at most 5×/s."""
 

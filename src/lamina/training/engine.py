@@ -117,6 +117,9 @@ class Engine:
             precision = "bf16" if has_fast_bf16(dev) else "fp32"
         if precision == "fp16" and dev.type != "cuda":
             raise LaminaError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on this device")
+        if precision == "fp16" and dist.strategy == "fsdp":
+            raise LaminaError("fp16 under fsdp is not supported (its loss scaler cannot see sharded gradients): "
+                              "use --precision bf16, which FSDP's mixed-precision policy computes in")
         if dev.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls
             torch.backends.cudnn.allow_tf32 = True
@@ -130,28 +133,41 @@ class Engine:
     def amp_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
-    def setup(self, model: nn.Module) -> nn.Module:
-        """Move ``model`` to the device (and memory format); return the module to call.
-
-        With ``compile`` the returned module is the compiled wrapper; keep the original for
-        ``state_dict`` (the compiled one shares its parameters). In a multi-process job it is the
-        strategy's wrapper (``DistributedDataParallel``), compiled after wrapping.
-        """
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """``model`` on the device (and memory format), sharded in place under ``fsdp``: what the
+        optimizer must be built on (FSDP replaces the parameters by their shards). Idempotent."""
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        model = self.dist.wrap(model, self.device)
+        if self.dist.strategy == "fsdp":
+            model = self.dist.shard(model, self.device, self.amp_dtype)
+        return model
+
+    def setup(self, model: nn.Module) -> nn.Module:
+        """:meth:`prepare` ``model``; return the module to call.
+
+        With ``compile`` the returned module is the compiled wrapper; keep the original for
+        ``state_dict`` (the compiled one shares its parameters). In a multi-process job it is the
+        strategy's wrapper (``DistributedDataParallel``; under ``fsdp`` the sharded model itself),
+        compiled after wrapping.
+        """
+        model = self.dist.wrap(self.prepare(model), self.device, self.amp_dtype)
         if self.compile:
             return torch.compile(model)  # type: ignore[return-value]
         return model
 
     def eval_module(self, module: nn.Module, train_model: nn.Module) -> nn.Module:
-        """What evaluation calls: the training module itself in one process; under ``ddp`` the bare
-        module (compiled too, with ``compile``), because DDP's forward would synchronise buffers with
-        ranks that evaluate a different number of batches."""
-        if self.dist.strategy != "ddp":
+        """What evaluation calls: the training module itself in one process; under ``ddp`` and
+        ``fsdp`` the bare module (compiled too, with ``compile``), because DDP's forward would
+        synchronise buffers with ranks that evaluate a different number of batches (``fsdp``
+        evaluates inside :meth:`gathered`)."""
+        if self.dist.strategy == "none":
             return train_model
         return torch.compile(module) if self.compile else module  # type: ignore[return-value]
+
+    def gathered(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """Every parameter whole while the block runs (``fsdp``; see :meth:`Distributed.gathered`)."""
+        return self.dist.gathered(model)
 
     def close(self) -> None:
         """End the process group this engine started (a no-op in one process)."""
@@ -168,7 +184,15 @@ class Engine:
     def clip_grad(self, params: Iterator[nn.Parameter] | list[nn.Parameter], max_norm: float, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         if self.scaler:
             self.scaler.unscale_(optimizer)
-        return torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+        params = list(params)
+        if self.dist.strategy != "fsdp":
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        from lamina.utils.dist import whole
+
+        # sharded gradients: each rank's part of the norm, summed over the ranks (a collective)
+        total = whole(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+        return total
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler:

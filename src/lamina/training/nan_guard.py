@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lamina.errors import LaminaError
 from lamina.training.engine import rng_state, set_rng_state
+from lamina.utils import dist as dist_utils
 
 if TYPE_CHECKING:
     from lamina.training.trainer import Trainer
@@ -48,6 +49,7 @@ class NanGuard:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         # the largest |gradient| (fused foreach kernels; NaN and inf propagate, large finite values don't overflow)
         peak = torch.nn.utils.get_total_norm(grads, norm_type=math.inf) if grads else loss.new_zeros(())
+        peak = dist_utils.whole(peak)  # sharded gradients (fsdp): the max over every rank's part
         return bool(torch.isfinite(loss).all() & torch.isfinite(peak))
 
     def snapshot_buffers(self, model: nn.Module) -> None:

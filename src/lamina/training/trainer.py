@@ -13,6 +13,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from lamina.errors import LaminaError
 from lamina.tasks.base import Sums, Task, add_sums, to_floats
 from lamina.training.callbacks import Callback, CancelFit
+from lamina.training.distributed import full_state, shard_like, shard_optimizer_state
 from lamina.training.engine import Engine, rng_state, set_rng_state
 from lamina.training.nan_guard import NanGuard
 from lamina.utils import dist as dist_utils
@@ -54,6 +55,8 @@ class Trainer:
         self.engine, self.optimizer, self.scheduler, self.task = engine, optimizer, scheduler, task
         self.grad_clip = grad_clip
         self.nan_guard = NanGuard(on_nan, rollback_source=rollback)
+        if ema_decay > 0 and engine.dist.strategy == "fsdp":
+            raise LaminaError("train.ema under fsdp is not supported: drop train.ema or use train.strategy=ddp")
         self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay > 0 else None
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.step = self.epoch = self.samples = 0
@@ -157,7 +160,8 @@ class Trainer:
         """The task's metrics over ``loader`` (with the EMA weights if any; summed over the ranks
         when the loader is sharded)."""
         model = self.ema.module if self.ema is not None else self.eval_model
-        return self.task.evaluate(model, loader, autocast=self.engine.autocast)
+        with self.engine.gathered(self.module):  # fsdp: the ranks' shards may differ in batches
+            return self.task.evaluate(model, loader, autocast=self.engine.autocast)
 
     # -- state read by callbacks -------------------------------------------------------------
     def _emit(self, event: str) -> None:
@@ -195,9 +199,9 @@ class Trainer:
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+        state: dict[str, Any] = {  # fsdp: the shards gathered, in the single-process format
+            "model": full_state(self.module.state_dict()),
+            "optimizer": full_state(self.optimizer.state_dict()),
             "counters": {"step": self.step, "epoch": self.epoch, "train_seconds": self.elapsed,
                          "samples": self.samples, "skipped_steps": self.nan_guard.skipped},
             "epoch_sums": self._epoch_sums() if getattr(self, "_t0", None) else None,
@@ -237,9 +241,14 @@ class Trainer:
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """Model, optimizer, scheduler, grad scaler and EMA from a checkpoint (not data or RNG)."""
+        model, optimizer = state["model"], state["optimizer"]
+        if self.engine.dist.strategy == "fsdp":  # full tensors cut into this rank's shards
+            own = self.module.state_dict()
+            model = {k: shard_like(v, own.get(k)) for k, v in model.items()}
+            optimizer = shard_optimizer_state(optimizer, self.optimizer)
         try:
-            self.module.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.module.load_state_dict(model)
+            self.optimizer.load_state_dict(optimizer)
         except (RuntimeError, ValueError, KeyError) as e:  # another architecture, width or optimizer
             why = " ".join(str(e).split())[:160]
             raise LaminaError(f"the checkpoint holds another model than this run builds ({why}): resume a checkpoint "

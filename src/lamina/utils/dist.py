@@ -174,3 +174,11 @@ def main_first(fn: Callable[[], T]) -> T:
         return fn()
     result = on_main(fn)
     return fn() if not is_main() else result  # type: ignore[return-value]
+
+
+def whole(t: Tensor) -> Tensor:
+    """``t`` as one plain tensor: a ``DTensor`` (a norm over sharded gradients, a sharded weight)
+    gathered over the ranks (a collective: every rank calls it), any other tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t

@@ -1,0 +1,143 @@
+"""train.strategy=fsdp (FSDP2's fully_shard) with gloo on the CPU: 2 sharded ranks against 1
+unsharded process, the single-process checkpoint format both ways, the language model's tied
+embedding and its samples, and what fsdp refuses (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tests.distributed.conftest import (
+    RUN_ARGS,
+    _env,
+    checkpoints,
+    lamina,
+    records,
+    unfinished_copy,
+    weights,
+)
+
+pytestmark = [pytest.mark.distributed,
+              pytest.mark.skipif(sys.platform != "linux", reason="torchrun jobs of gloo processes: Linux CI")]
+
+FSDP = "train.strategy=fsdp"
+# gradient clipping and gradient flow read sharded gradients: both are reduced over the ranks
+EXTRA = ["--epochs", "4", "train.grad_clip=0.5", "train.gradient_flow_every=5"]
+
+
+def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:  # a reduce-scatter adds the ranks' gradients in another order than one process does
+        torch.testing.assert_close(a[k], b[k], atol=tol, rtol=tol, msg=f"{k} differs")
+
+
+@pytest.fixture(scope="module")
+def runs(table_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fsdp-runs")
+    out = {"one": root / "one", "fsdp": root / "fsdp"}
+    lamina("train", str(table_npz), "--out", str(out["one"]), *RUN_ARGS, *EXTRA)
+    lamina("train", str(table_npz), "--out", str(out["fsdp"]), *RUN_ARGS, *EXTRA, FSDP, nproc=2)
+    return out
+
+
+def test_sharded_ranks_follow_one_process(runs: dict[str, Path]) -> None:
+    one, two = records(runs["one"], "step"), records(runs["fsdp"], "step")
+    assert [r["step"] for r in one] == [r["step"] for r in two] and one  # 60 steps: past the 50 the issue names
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (a, b)
+    for a, b in zip(records(runs["one"], "epoch"), records(runs["fsdp"], "epoch"), strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    _close(weights(runs["one"]), weights(runs["fsdp"]), tol=1e-4)  # the saved model: full tensors
+    summary = json.loads((runs["fsdp"] / "summary.json").read_text())
+    assert (summary["world_size"], summary["strategy"]) == (2, "fsdp")
+    assert summary["test_examples"] % 2 == 1  # evaluated over uneven shards, with the model gathered
+    alone = json.loads(lamina("eval", str(runs["fsdp"]), "--json").stdout)
+    assert (alone["examples"], alone["accuracy"]) == (summary["test_examples"], summary["test_accuracy"])
+    assert alone["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+
+
+def test_gradient_flow_sums_the_shards(runs: dict[str, Path]) -> None:
+    def rows(run: Path) -> list[dict]:
+        return [json.loads(line) for line in (run / "inspection" / "gradients.jsonl").read_text().splitlines()]
+
+    one, two = rows(runs["one"]), rows(runs["fsdp"])
+    assert [r["step"] for r in one] == [r["step"] for r in two] and one
+    for a, b in zip(one, two, strict=True):
+        for la, lb in zip(a["layers"], b["layers"], strict=True):
+            assert la["name"] == lb["name"]
+            assert lb["grad_norm"] == pytest.approx(la["grad_norm"], rel=1e-3)
+            assert lb["weight_norm"] == pytest.approx(la["weight_norm"], rel=1e-4)
+
+
+def test_checkpoints_are_the_single_process_format(runs: dict[str, Path]) -> None:
+    from lamina.training import checkpoint
+
+    a, b = checkpoints(runs["one"])[0], checkpoints(runs["fsdp"])[0]
+    sa, sb = checkpoint.load(a), checkpoint.load(b)
+    assert sa["model"].keys() == sb["model"].keys()
+    for k, v in sa["model"].items():  # whole tensors, not one rank's shard
+        assert sb["model"][k].shape == v.shape
+    assert sa["optimizer"]["state"].keys() == sb["optimizer"]["state"].keys()
+    for i, st in sa["optimizer"]["state"].items():
+        for k, v in st.items():
+            assert torch.as_tensor(sb["optimizer"]["state"][i][k]).shape == torch.as_tensor(v).shape, (i, k)
+
+
+@pytest.mark.parametrize(("source", "nproc"), [("fsdp", 1), ("one", 2)])
+def test_resume_across_sharding(runs: dict[str, Path], tmp_path: Path, source: str, nproc: int) -> None:
+    """A checkpoint of 2 sharded ranks resumes in one process (FSDP over a job of one), and one of an
+    unsharded process on 2 sharded ranks; both end where the uninterrupted run did."""
+    folder = unfinished_copy(runs[source], tmp_path / "resumed", 25)
+    cfg = folder / "config.yaml"
+    if source == "one":  # the same run, resumed under fsdp
+        assert "strategy: auto" in cfg.read_text()
+        cfg.write_text(cfg.read_text().replace("strategy: auto", "strategy: fsdp"))
+    lamina("resume", str(folder), nproc=nproc)
+    resumed = json.loads((folder / "summary.json").read_text())
+    assert (resumed["world_size"], resumed["strategy"]) == (nproc, "fsdp")
+    _close(weights(runs["one"]), weights(folder), tol=1e-4)
+
+
+def test_a_language_model_sharded(tmp_path: Path) -> None:
+    """The GPT: its embedding is tied to its output layer (one tensor, kept in the root's group), its
+    text samples are written by rank 0 with the model gathered, its saved model loads in one process."""
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"line {i} of a small text, with words that repeat.\n" for i in range(160)))
+    args = ["--epochs", "2", "--batch-size", "8", "--quiet", "--deterministic", "data.context=16", "model.width=32",
+            "model.depth=2", "model.heads=2", "model.dropout=0", "train.gradient_flow_every=0", "energy.meter=off",
+            "train.precision=fp32"]
+    lamina("train", str(text), "--out", str(tmp_path / "one"), *args)
+    lamina("train", str(text), "--out", str(tmp_path / "two"), *args, FSDP, nproc=2)
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["strategy"] == "fsdp" and two["val_tokens"] == one["val_tokens"]
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    _close(weights(tmp_path / "one"), weights(tmp_path / "two"), tol=1e-4)
+    samples = [json.loads(line) for line in (tmp_path / "two" / "samples.jsonl").read_text().splitlines()]
+    assert [s["epoch"] for s in samples] == [1, 2]  # once each, by rank 0
+    expected = [json.loads(line) for line in (tmp_path / "one" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples[-1]["text"]) == len(expected[-1]["text"]) > 0
+    r = lamina("generate", str(tmp_path / "two"), "--max-new-tokens", "20", "--seed", "0")
+    assert r.stdout.strip()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train.ema=0.99"], "train.ema under fsdp is not supported"),
+    (["--adversarial", "fgsm-rs", "eps=0.1"], "adversarial training under fsdp is not supported"),
+    (["train.sync_batchnorm=true"], "train.sync_batchnorm is for ddp"),
+])
+def test_what_fsdp_refuses_is_a_one_line_error(table_npz: Path, tmp_path: Path, args: list[str],
+                                               message: str) -> None:
+    """Through ``--nproc``: the workers' one line, without torchrun's traceback."""
+    cmd = [sys.executable, "-m", "lamina", "train", str(table_npz), "--out", str(tmp_path / "r"), *RUN_ARGS, FSDP,
+           *args, "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all(message in e for e in errors), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr

@@ -5,6 +5,7 @@ embedding and its samples, and what fsdp refuses (issue 14)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,32 +75,47 @@ def test_gradient_flow_sums_the_shards(runs: dict[str, Path]) -> None:
             assert lb["weight_norm"] == pytest.approx(la["weight_norm"], rel=1e-4)
 
 
-def test_checkpoints_are_the_single_process_format(runs: dict[str, Path]) -> None:
+def test_checkpoints_are_sharded_by_rank(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Each rank wrote its shards (torch.distributed.checkpoint, safetensors); read in one process
+    they are the whole tensors of the single-process checkpoint of the same step."""
+    from lamina.errors import LaminaError
     from lamina.training import checkpoint
 
     a, b = checkpoints(runs["one"])[0], checkpoints(runs["fsdp"])[0]
-    sa, sb = checkpoint.load(a), checkpoint.load(b)
+    assert not (a / "shards").exists()
+    assert len(list((b / "shards").glob("*.safetensors"))) == 2  # one file per rank
+    sa, sb = checkpoint.load(a), checkpoint.read_shards(checkpoint.load(b))
     assert sa["model"].keys() == sb["model"].keys()
-    for k, v in sa["model"].items():  # whole tensors, not one rank's shard
-        assert sb["model"][k].shape == v.shape
+    for k, v in sa["model"].items():
+        assert sb["model"][k].shape == v.shape and not isinstance(sb["model"][k], checkpoint.Sharded)
+        torch.testing.assert_close(sb["model"][k], v, atol=1e-4, rtol=1e-4)
     assert sa["optimizer"]["state"].keys() == sb["optimizer"]["state"].keys()
     for i, st in sa["optimizer"]["state"].items():
         for k, v in st.items():
             assert torch.as_tensor(sb["optimizer"]["state"][i][k]).shape == torch.as_tensor(v).shape, (i, k)
+    broken = tmp_path / b.name
+    shutil.copytree(b, broken)
+    shard = sorted((broken / "shards").glob("*.safetensors"))[1]
+    shard.write_bytes(shard.read_bytes()[:-8])  # a rank's file cut short
+    with pytest.raises(LaminaError, match="does not match its checksum"):
+        checkpoint.load(broken)
+    shard.unlink()  # or gone
+    with pytest.raises(LaminaError, match=r"do not match manifest\.json"):
+        checkpoint.load(broken)
 
 
-@pytest.mark.parametrize(("source", "nproc"), [("fsdp", 1), ("one", 2)])
-def test_resume_across_sharding(runs: dict[str, Path], tmp_path: Path, source: str, nproc: int) -> None:
-    """A checkpoint of 2 sharded ranks resumes in one process (FSDP over a job of one), and one of an
-    unsharded process on 2 sharded ranks; both end where the uninterrupted run did."""
+@pytest.mark.parametrize(("source", "nproc", "strategy"), [("fsdp", 1, "fsdp"), ("fsdp", 1, "auto"), ("one", 2, "fsdp")])
+def test_resume_across_sharding(runs: dict[str, Path], tmp_path: Path, source: str, nproc: int, strategy: str) -> None:
+    """A checkpoint of 2 sharded ranks resumes in one process (sharded over a job of one, or not at
+    all), and one of an unsharded process on 2 sharded ranks; each ends where the uninterrupted run did."""
     folder = unfinished_copy(runs[source], tmp_path / "resumed", 25)
     cfg = folder / "config.yaml"
-    if source == "one":  # the same run, resumed under fsdp
-        assert "strategy: auto" in cfg.read_text()
-        cfg.write_text(cfg.read_text().replace("strategy: auto", "strategy: fsdp"))
+    text = cfg.read_text()
+    cfg.write_text(text.replace("strategy: auto", f"strategy: {strategy}").replace("strategy: fsdp",
+                                                                                    f"strategy: {strategy}"))
     lamina("resume", str(folder), nproc=nproc)
     resumed = json.loads((folder / "summary.json").read_text())
-    assert (resumed["world_size"], resumed["strategy"]) == (nproc, "fsdp")
+    assert (resumed["world_size"], resumed["strategy"]) == (nproc, "none" if strategy == "auto" else "fsdp")
     _close(weights(runs["one"]), weights(folder), tol=1e-4)
 
 

@@ -247,8 +247,11 @@ class Checkpoint(Callback):
         if force or trainer.step != self.last_step or self.last_path is None:
             path = self.folder / f"step-{trainer.step:09d}"
             state = trainer.state_dict()  # on every rank: the epoch's sums are gathered from all of them
-            if dist.is_main():  # the state is the same on every rank (ddp); rank 0 writes it
+            if checkpoint.is_sharded(state):  # fsdp: every rank writes its shards, rank 0 the rest
                 checkpoint.save({**state, "config": self.config}, path)
+            elif dist.is_main():  # the state is the same on every rank (ddp); rank 0 writes it
+                checkpoint.save({**state, "config": self.config}, path)
+            if dist.is_main():
                 checkpoint.prune(self.folder, self.keep)
             self.last_step, self.last_path, self._last_time = trainer.step, path, time.monotonic()
         return self.last_path

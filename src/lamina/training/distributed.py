@@ -14,8 +14,9 @@ This is the only place that starts or ends ``torch.distributed``; the engine own
   as the forward and backward passes reach them) for a model that does not fit on one device; with
   bf16, its mixed-precision policy computes in bf16 and reduces gradients in fp32. Evaluation and
   sampling run with every parameter gathered (:meth:`Distributed.gathered`), so ranks may make
-  different numbers of forward calls; checkpoints and the saved model hold full tensors in the
-  single-process format (:func:`full_state`), so a run sharded on N ranks resumes on any number.
+  different numbers of forward calls. Checkpoints are sharded, each rank writing its part
+  (:mod:`lamina.training.checkpoint`, torch.distributed.checkpoint), and resharded on load, so a run
+  sharded on N ranks resumes on any number; the saved model holds full tensors (:func:`full_state`).
 - Batch and learning rate: ``data.batch_size`` is the **global** batch, split evenly over the ranks
   (it must divide), and the learning rate is the one the single-process run of that batch uses: a
   run on N ranks takes the same optimisation steps as a run on one (the loss trajectories match).

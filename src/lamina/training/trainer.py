@@ -12,8 +12,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lamina.errors import LaminaError
 from lamina.tasks.base import Sums, Task, add_sums, to_floats
+from lamina.training import checkpoint
 from lamina.training.callbacks import Callback, CancelFit
-from lamina.training.distributed import full_state, shard_like, shard_optimizer_state
+from lamina.training.distributed import shard_like, shard_optimizer_state
 from lamina.training.engine import Engine, rng_state, set_rng_state
 from lamina.training.nan_guard import NanGuard
 from lamina.utils import dist as dist_utils
@@ -199,9 +200,9 @@ class Trainer:
 
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {  # fsdp: the shards gathered, in the single-process format
-            "model": full_state(self.module.state_dict()),
-            "optimizer": full_state(self.optimizer.state_dict()),
+        state: dict[str, Any] = {  # fsdp: each rank's shards (DTensors), saved by every rank together
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "counters": {"step": self.step, "epoch": self.epoch, "train_seconds": self.elapsed,
                          "samples": self.samples, "skipped_steps": self.nan_guard.skipped},
             "epoch_sums": self._epoch_sums() if getattr(self, "_t0", None) else None,
@@ -241,8 +242,9 @@ class Trainer:
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """Model, optimizer, scheduler, grad scaler and EMA from a checkpoint (not data or RNG)."""
+        state = checkpoint.read_shards(state, self._own_tensors())  # a sharded checkpoint, laid out for this job
         model, optimizer = state["model"], state["optimizer"]
-        if self.engine.dist.strategy == "fsdp":  # full tensors cut into this rank's shards
+        if self.engine.dist.strategy == "fsdp":  # full tensors (a checkpoint of one process) cut into shards
             own = self.module.state_dict()
             model = {k: shard_like(v, own.get(k)) for k, v in model.items()}
             optimizer = shard_optimizer_state(optimizer, self.optimizer)
@@ -260,6 +262,23 @@ class Trainer:
             self.engine.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+
+
+    def _own_tensors(self) -> Callable[[str], Tensor | None]:
+        """The tensor of this run that a checkpoint's path (``/model/<name>``,
+        ``/optimizer/state/<i>/<name>``) is read into: its layout (the shards under fsdp)."""
+        model = self.module.state_dict()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+        def own(key: str) -> Tensor | None:
+            parts = key.strip("/").split("/")
+            if parts[0] == "model" and len(parts) == 2:
+                return model.get(parts[1])
+            if parts[:2] == ["optimizer", "state"] and len(parts) == 4 and parts[2].isdigit():
+                return params[int(parts[2])] if int(parts[2]) < len(params) else None
+            return None
+
+        return own
 
 
 def match_param_layout(optimizer: torch.optim.Optimizer) -> None:

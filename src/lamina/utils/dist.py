@@ -107,6 +107,15 @@ def broadcast(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (small in-process values), in rank order, on every rank."""
+    if not active():
+        return [obj]
+    everyone: list[Any] = [None] * world_size()
+    dist.all_gather_object(everyone, obj, group=_control)
+    return everyone
+
+
 def reduce_sums(sums: Mapping[str, Tensor | int | float]) -> dict[str, Tensor | int | float]:
     """``sums`` added over every rank, key by key, exactly (float64 / int64 on the host).
 

@@ -157,3 +157,46 @@ def test_what_fsdp_refuses_is_a_one_line_error(table_npz: Path, tmp_path: Path, 
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert errors and all(message in e for e in errors), r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr
+
+
+def test_a_sharded_job_killed_once_restarts_and_ends_as_if_uninterrupted(runs: dict[str, Path], table_npz: Path,
+                                                                         tmp_path: Path) -> None:
+    """torchrun --max-restarts 1 under fsdp: rank 1 killed after the first sharded checkpoint; the
+    restarted job reads its shards back and ends with the very weights of the uninterrupted run."""
+    import os
+    import signal
+
+    from tests.distributed.test_torchrun import _start_and_freeze_rank_1
+
+    out = tmp_path / "restarted"
+    job, workers = _start_and_freeze_rank_1(table_npz, out, *EXTRA, FSDP, torchrun=("--max-restarts", "1"))
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err[-3000:]
+    assert "error: rank 0 of 2: the other processes of this job stopped answering" in err  # the first attempt
+    steps = [r["step"] for r in records(out, "step")]
+    assert steps == sorted(set(steps))
+    a, b = weights(out), weights(runs["fsdp"])
+    assert all(torch.equal(a[k], b[k]) for k in a), "the restarted run ended elsewhere"
+
+
+def test_a_diffusion_model_sharded(table_npz: Path, tmp_path: Path) -> None:
+    """The diffusion task's U-Net sharded: its sample grids and FD-lamina, taken by rank 0 alone with
+    the model gathered; its saved model samples in one process. (Its noise is drawn per rank, so
+    its weights are not those of one process.)"""
+    cls = tmp_path / "cls"
+    lamina("train", str(table_npz), "--out", str(cls), "--epochs", "1", "--quiet", "--model", "cnn", "model.width=4",
+           "energy.meter=off", "train.precision=fp32")
+    args = ["--task", "diffusion", "--epochs", "2", "--quiet", "--deterministic", "data.batch_size=16", "model.width=8",
+            "generate.samples=4", "generate.fd_samples=20", "generate.timesteps=20", "generate.sample_steps=5",
+            "train.gradient_flow_every=0", "energy.meter=off", "train.precision=fp32", "model.dropout=0",
+            f"generate.fd_classifier={cls}", "train.ema=0"]  # its default EMA: not under fsdp
+    lamina("train", str(table_npz), "--out", str(tmp_path / "two"), *args, FSDP, nproc=2)
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["strategy"] == "fsdp" and two["fd_lamina"] >= 0
+    grids = [json.loads(line) for line in (tmp_path / "two" / "samples" / "samples.jsonl").read_text().splitlines()]
+    assert [g["epoch"] for g in grids] == [1, 2]
+    fid = [json.loads(line) for line in (tmp_path / "two" / "fidelity.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in fid] == [1, 2]
+    lamina("generate", str(tmp_path / "two"), "--n", "4", "--out", str(tmp_path / "g"))
+    assert len(list((tmp_path / "g").glob("0*.png"))) == 4

@@ -133,13 +133,32 @@ class EncoderLevel(nn.Module):
         super().__init__()
         self.first, self.blocks = first, nn.ModuleList(blocks)
 
-    def forward(self, h: Tensor, temb: Tensor, skips: list[Tensor]) -> Tensor:
+    def forward(self, h: Tensor, temb: Tensor, skips: Skips) -> Tensor:
         h = self.first(h)
-        skips.append(h)
+        skips.push(h)
         for block in self.blocks:
             h = block(h, temb)
-            skips.append(h)
+            skips.push(h)
         return h
+
+
+class Skips:
+    """The encoder's maps, pushed by its levels and popped by the decoder's: a stack the stages share.
+
+    An object of its own rather than a list: wrappers that rebuild a module's container arguments
+    on the way in (FSDP moves and casts them) would hand each stage a copy, and the pushes would be lost.
+    """
+
+    __slots__ = ("maps",)
+
+    def __init__(self) -> None:
+        self.maps: list[Tensor] = []
+
+    def push(self, h: Tensor) -> None:
+        self.maps.append(h)
+
+    def pop(self) -> Tensor:
+        return self.maps.pop()
 
 
 class Middle(nn.Module):
@@ -149,7 +168,7 @@ class Middle(nn.Module):
         super().__init__()
         self.block1, self.attn, self.block2 = block1, attn, block2
 
-    def forward(self, h: Tensor, temb: Tensor, skips: list[Tensor]) -> Tensor:
+    def forward(self, h: Tensor, temb: Tensor, skips: Skips) -> Tensor:
         return self.block2(self.attn(self.block1(h, temb)), temb)
 
 
@@ -161,7 +180,7 @@ class DecoderLevel(nn.Module):
         super().__init__()
         self.blocks, self.up = nn.ModuleList(blocks), up
 
-    def forward(self, h: Tensor, temb: Tensor, skips: list[Tensor]) -> Tensor:
+    def forward(self, h: Tensor, temb: Tensor, skips: Skips) -> Tensor:
         for block in self.blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), temb)
         return self.up(h)
@@ -271,7 +290,7 @@ class UNet(Model):
         """The decoder's last map (B, width · mults[0], H, W) for images ``x`` at timesteps ``t``."""
         self._check(x)
         temb = self.time_mlp(timestep_embedding(self._timesteps(x, t), self.t_width))  # (B, 4·width)
-        skips: list[Tensor] = []
+        skips = Skips()
         h = x
         for _, stage in self.stages():
             h = stage(h, temb, skips)

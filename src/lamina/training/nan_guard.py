@@ -47,9 +47,15 @@ class NanGuard:
     @staticmethod
     def finite(loss: Tensor, model: nn.Module) -> bool:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
+        from torch.distributed.tensor import DTensor
+
+        if grads and isinstance(grads[0], DTensor):  # sharded (fsdp): this rank's parts, then every rank's verdict
+            local = [g for g in (g.to_local() for g in grads) if g.numel()]  # a small tensor's shard may be empty
+            peak = torch.nn.utils.get_total_norm(local, norm_type=math.inf) if local else loss.new_zeros(())
+            ok = bool(torch.isfinite(loss).all() & torch.isfinite(peak))
+            return dist_utils.agree(0.0 if ok else 1.0, "sum") == 0
         # the largest |gradient| (fused foreach kernels; NaN and inf propagate, large finite values don't overflow)
         peak = torch.nn.utils.get_total_norm(grads, norm_type=math.inf) if grads else loss.new_zeros(())
-        peak = dist_utils.whole(peak)  # sharded gradients (fsdp): the max over every rank's part
         return bool(torch.isfinite(loss).all() & torch.isfinite(peak))
 
     def snapshot_buffers(self, model: nn.Module) -> None:

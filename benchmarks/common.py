@@ -50,8 +50,26 @@ def environment(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": name,
+        "cpu": cpu_description(),  # machines differ between runs: which CPU, and which vector units torch uses
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def cpu_description() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), torch's vector kernels (AVX2,
+    AVX512), and whether bf16 is native (lamina's precision=auto then trains in bf16 on the CPU)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from lamina.training.engine import has_fast_bf16
+
+    bf16 = "native bf16" if has_fast_bf16(torch.device("cpu")) else "no native bf16"
+    return f"{model}; {torch.backends.cpu.get_cpu_capability()}; {bf16}"
 
 
 def mean_std(values: list[float]) -> dict[str, float]:

@@ -482,7 +482,7 @@ class Session:
         return out
 
 
-FSDP_TASKS = ("classify", "regress", "language-model", "diffusion")  # the tasks run and tested sharded
+FSDP_TASKS = ("classify", "regress", "language-model", "diffusion")  # tested sharded: all but regress (classify's loop)
 
 
 def check_fsdp(cfg: RunConfig, task: Task) -> None:

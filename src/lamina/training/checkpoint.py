@@ -39,7 +39,7 @@ _TUPLE = "__tuple__"
 _SHARDED = "__sharded__"
 FILES = ("tensors.safetensors", "state.json")  # the files the manifest checksums (and shards/*)
 SHARDS = "shards"  # a sharded state's folder: one safetensors file per rank
-_SHARD_FILE = re.compile(r"shards/[A-Za-z0-9._-]+\.safetensors")
+_SHARD_FILE = re.compile(r"shards/(?!\.\.)[A-Za-z0-9._-]+")  # a plain file name: no "..", no folders
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ def _finish(tree: Any, tensors: dict[str, torch.Tensor], tmp: Path, folder: Path
     fsync, and rename it to ``folder``."""
     save_file(tensors, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(tree))
-    shards = sorted(f"{SHARDS}/{p.name}" for p in (tmp / SHARDS).glob("*.safetensors")) if (tmp / SHARDS).is_dir() else []
+    # every file DCP left in shards/ (today one .safetensors per rank), so verify can demand exactly them
+    shards = sorted(f"{SHARDS}/{p.name}" for p in (tmp / SHARDS).iterdir() if p.is_file()) if (tmp / SHARDS).is_dir() else []
     files = {name: sha256_file(tmp / name) for name in (*FILES, *shards)}
     (tmp / "manifest.json").write_text(json.dumps({"format": FORMAT, "sha256": files}))
     for name in (*files, "manifest.json"):
@@ -286,7 +287,7 @@ def verify(folder: str | Path) -> None:
     # and one that leaves a file out does not let that file pass unchecked.
     if not isinstance(digests, dict) or not all(isinstance(digests.get(name), str) for name in FILES):
         raise LaminaError(f"checkpoint {folder}: manifest.json lacks the checksums of {' and '.join(FILES)} (corrupt)")
-    shards = {f"{SHARDS}/{p.name}" for p in (folder / SHARDS).glob("*")} if (folder / SHARDS).is_dir() else set()
+    shards = {f"{SHARDS}/{p.name}" for p in (folder / SHARDS).iterdir()} if (folder / SHARDS).is_dir() else set()
     listed = {name for name in digests if name not in FILES}
     if not all(_SHARD_FILE.fullmatch(name) and isinstance(digests[name], str) for name in listed) or listed != shards:
         raise LaminaError(f"checkpoint {folder}: its shards/ files do not match manifest.json (corrupt or incomplete)")

@@ -424,6 +424,11 @@ class Session:
         except (RuntimeError, OSError) as e:
             if self.dist.world_size == 1 or not lost_peers(e):
                 raise
+            import signal
+
+            # torchrun SIGTERMs the survivors once it sees the dead rank, and the checkpoint callback's
+            # handler is gone by now: this rank is ending anyway, and must live to say why and how to resume
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             newest = self.trainer.callbacks and ckpt_of(self.trainer.callbacks)
             from lamina.training.distributed import PeersLost
 

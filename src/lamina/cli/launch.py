@@ -41,12 +41,8 @@ def available(device: str | None) -> tuple[int, str]:
     return cores, "CPU cores"
 
 
-def command(argv: Sequence[str], nproc: int) -> list[str]:
-    """The torchrun command line that ``lamina <argv> --nproc N`` stands for."""
-    return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(argv, nproc)]
-
-
 def torchrun_args(argv: Sequence[str], nproc: int) -> list[str]:
+    """torchrun's arguments for ``lamina <argv> --nproc N``: ``torchrun <these>`` is the same job."""
     return ["--standalone", "--nproc-per-node", str(nproc), "-m", "lamina", *strip_nproc(argv)]
 
 

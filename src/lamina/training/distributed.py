@@ -152,8 +152,8 @@ class Distributed:
         computes), then on the root (what is left: the head, norms). A stage that shares a parameter
         with the rest of the model (a language model's embedding, tied to its output layer) stays in
         the root's group: one tensor must have one owner. With ``amp_dtype`` (bf16) the stages compute
-        in it and gradients are reduced in fp32; BatchNorm layers are their own units, kept in fp32. Build the optimizer *after* this: the parameters
-        become sharded ``DTensor`` s. Idempotent."""
+        in it and gradients are reduced in fp32; BatchNorm layers are their own units, kept in fp32.
+        Build the optimizer *after* this: the parameters become sharded ``DTensor`` s. Idempotent."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
@@ -258,7 +258,6 @@ def _device_for(device: str, local_rank: int, world: int) -> str:
     return name
 
 
-
 def _within(name: str, stage: nn.Module, model: nn.Module) -> bool:
     """The parameter ``model.<name>`` belongs to ``stage`` (a submodule of ``model``)."""
     owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
@@ -293,7 +292,7 @@ def full_state(tree: Any) -> Any:
     from torch.distributed.tensor import DTensor
 
     if isinstance(tree, DTensor):
-        return tree.full_tensor().cpu()
+        return dist_utils.whole(tree).cpu()
     if isinstance(tree, dict):
         return {k: full_state(v) for k, v in tree.items()}
     if isinstance(tree, list | tuple):
@@ -316,7 +315,7 @@ def shard_like(full: Any, like: Any) -> Any:
 
 
 def shard_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """An optimizer state dict of full tensors (:func:`full_state`'s) cut to this rank's shards of
+    """An optimizer state dict of full tensors (a single-process checkpoint's) cut to this rank's shards of
     the optimizer's ``DTensor`` parameters: the per-parameter tensors (moments, momentum) are
     distributed like their parameter, scalars (Adam's step) stay whole."""
     params = [p for group in optimizer.param_groups for p in group["params"]]

@@ -126,8 +126,7 @@ def reduce_sums(sums: Mapping[str, Tensor | int | float]) -> dict[str, Tensor | 
     if not active():
         return dict(sums)
     spec = {k: _spec(v) for k, v in sums.items()}
-    everyone: list[Any] = [None] * world_size()
-    dist.all_gather_object(everyone, spec, group=_control)
+    everyone = gather(spec)
     keys: dict[str, tuple[str, tuple[int, ...]]] = {}
     for part in everyone:
         for k, s in part.items():

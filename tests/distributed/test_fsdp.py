@@ -217,3 +217,48 @@ def test_a_regression_table_sharded_matches_ddp(tmp_path: Path) -> None:
     assert (a["task"], b["strategy"]) == ("regress", "fsdp")
     assert b["test_rmse"] == pytest.approx(a["test_rmse"], rel=1e-4)
     _close(weights(tmp_path / "ddp"), weights(tmp_path / "fsdp"), tol=1e-4)
+
+
+def test_a_full_disk_during_a_sharded_save_keeps_the_previous_checkpoint(table_npz: Path, tmp_path: Path) -> None:
+    """The disk fills up after the first sharded checkpoint (a small tmpfs; root only): the job ends
+    with one line naming the full disk, no traceback, no half-written folder, and the first
+    checkpoint still verifies and resumes."""
+    import os
+    import signal
+
+    from tests.distributed.conftest import popen, wait_for_checkpoint, worker_pids
+
+    from lamina.training import checkpoint
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        out = disk / "run"
+        job = popen([sys.executable, "-m", "lamina", "train", str(table_npz), "--out", str(out), *RUN_ARGS, *EXTRA,
+                     FSDP, "--nproc", "2"])  # lamina's launcher: the workers' line without torchrun's traceback
+        workers = worker_pids(job, 2)
+        wait_for_checkpoint(out, job)
+        for pid in workers.values():  # hold the job while the disk fills
+            os.kill(pid, signal.SIGSTOP)
+        first = checkpoints(out)[0]
+        with open(disk / "filler", "wb") as f:
+            with pytest.raises(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        for pid in workers.values():
+            os.kill(pid, signal.SIGCONT)
+        _, err = job.communicate(timeout=240)
+        assert job.returncode != 0
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "No space left" in errors[0], err[-3000:]  # said once, for the job
+        assert "Traceback" not in err, err[-3000:]
+        assert checkpoints(out)[0] == first and checkpoint.load(first)["counters"]["step"] > 0
+        assert not list((out / "checkpoints").glob(".tmp-*"))  # no half-written checkpoint left behind
+        (disk / "filler").unlink()
+        lamina("resume", str(out), nproc=2)
+        assert json.loads((out / "summary.json").read_text())["strategy"] == "fsdp"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

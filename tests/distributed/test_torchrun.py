@@ -232,3 +232,30 @@ def test_sigterm_to_one_rank_checkpoints_and_stops_every_rank(table_npz: Path, t
     assert not (out / "summary.json").exists()
     lamina("resume", str(out), nproc=2)
     assert json.loads((out / "summary.json").read_text())["steps"] > 0
+
+
+def test_ctrl_c_of_an_nproc_job_checkpoints_and_ends_every_process(table_npz: Path, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group (`lamina train --nproc 2`, its
+    in-process launcher and both workers): rank 0 checkpoints at the agreed step and says how to
+    resume, once, with no traceback; every process of the job has ended; the job resumes."""
+    out = tmp_path / "ctrl-c"
+    cmd = [sys.executable, "-m", "lamina", "train", str(table_npz), "--epochs", EPOCHS, "--out", str(out), *RUN_ARGS,
+           "--nproc", "2"]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                           start_new_session=True)  # its own process group, as a terminal's foreground job
+    workers = worker_pids(job, 2)
+    wait_for_checkpoint(out, job)
+    assert job.poll() is None and not (out / "summary.json").exists(), "the run finished before Ctrl-C"
+    os.killpg(job.pid, signal.SIGINT)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 130, err[-3000:]
+    assert err.count("interrupted by SIGINT") == 1, err[-3000:]
+    assert f"resume with: lamina resume {out}" in err
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.monotonic() + 10  # the workers are reaped by the launcher before it exits
+    while any(Path(f"/proc/{pid}").exists() for pid in workers.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers.values()), "a worker outlived the job"
+    assert not (out / "summary.json").exists()
+    lamina("resume", str(out), nproc=2)
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2

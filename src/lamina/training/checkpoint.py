@@ -142,6 +142,9 @@ def save(state: dict[str, Any], folder: str | Path) -> Path:
 
 
 def _write_error(folder: Path, e: BaseException) -> LaminaError:
+    failures = getattr(e, "failures", None)  # DCP's CheckpointException: {rank: (exception, stack)}
+    if isinstance(failures, dict) and failures:
+        e = failures[min(failures)][0]  # the lowest failing rank's own error (a full disk, say)
     reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[0][:200]
     return LaminaError(f"could not write checkpoint {folder}: {reason}; earlier checkpoints are intact "
                        "(free disk space or choose another --out)")
@@ -192,7 +195,9 @@ def _save_sharded(tree: Any, tensors: dict[str, torch.Tensor], sharded: dict[str
         if any(errors):
             if main:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise LaminaError(next(e for e in errors if e))
+            agreed = LaminaError(next(e for e in errors if e))
+            agreed.echo = not main  # type: ignore[attr-defined]  # the same line on every rank: rank 0 says it
+            raise agreed
 
     def prepare() -> None:
         if main:

@@ -62,16 +62,23 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network, and its shape. 0 means the model's own default."""
+    """Which network, and its shape. 0, "" and None mean the model's own default (see :meth:`given`)."""
 
     name: str = "auto"  # auto: the data's default (lamina models lists them all)
     width: int = 0  # channels (conv) or units (mlp) of the first stage
     depth: int = 0  # blocks per stage (cnn/resnet) or hidden layers (mlp)
     act: str = "relu"  # relu | leaky_relu | gelu | silu | tanh | sigmoid
     norm: str = "batch"  # batch | layer | group | none
-    dropout: float = 0.0  # before the classifier (Transformers: in attention and MLP too)
+    dropout: float | None = None  # before the classifier (Transformers: in attention and MLP too); None: the model's (0; tables 0.1)
     heads: int = 0  # Transformers: attention heads; 0: width // 64 (at least 1)
     positions: str = ""  # Transformers: learned | rotary | sinusoidal (seqtransformer); empty: the model's default
+
+    def given(self, *names: str) -> dict[str, Any]:
+        """The named fields this config sets, as a model's keyword arguments: the others keep the
+        model's defaults. A width, depth or head count of 0 and an empty string are unset; a dropout
+        is unset only when None, so that ``model.dropout=0`` turns a model's default dropout off."""
+        values = {n: getattr(self, n) for n in names}
+        return {n: v for n, v in values.items() if (v is not None if n == "dropout" else v)}
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,23 @@ def test_the_dataloader_path_follows_the_device_path(runs: dict[str, Path], tabl
     _close(weights(runs["one"]), weights(tmp_path / "two"))
 
 
+def test_a_csv_table_on_two_ranks_follows_one_rank(tmp_path: Path) -> None:
+    """A CSV of numbers and categories through lamina's table model (embeddings, an MLP; its default
+    dropout of 0.1 turned off by ``model.dropout=0``): 2 ranks end with 1 rank's weights and metrics."""
+    from lamina.data.tabular import make_synthetic_table
+
+    table = make_synthetic_table(tmp_path / "t.csv", 240, seed=3, task="classify")
+    args = [a for a in RUN_ARGS if a not in ("--model", "mlp")] + ["--epochs", "2"]
+    lamina("train", str(table), "--out", str(tmp_path / "one"), *args)
+    lamina("train", str(table), "--out", str(tmp_path / "two"), *args, nproc=2)
+    one, two = (json.loads((tmp_path / n / "model.json").read_text())["arch"] for n in ("one", "two"))
+    assert one["name"] == "tabmlp" and one["dropout"] == 0.0 and one == two
+    for a, b in zip(records(tmp_path / "one", "epoch"), records(tmp_path / "two", "epoch"), strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["val_accuracy"] == a["val_accuracy"]
+    _close(weights(tmp_path / "one"), weights(tmp_path / "two"))
+
+
 def test_syncbatchnorm_on_cpu_ranks_is_a_one_line_error(table_npz: Path, tmp_path: Path) -> None:
     r = subprocess.run(torchrun_cmd(2, "train", str(table_npz), "--epochs", "1", "--out", str(tmp_path / "r"),
                                     "--quiet", "train.sync_batchnorm=true"), capture_output=True, text=True, timeout=300,

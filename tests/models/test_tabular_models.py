@@ -130,3 +130,21 @@ def test_ft_transformer_heads_must_divide_width() -> None:
     assert create_model("ft-transformer", (4,), 2, width=32).arch["heads"] == 2
     with pytest.raises(LaminaError, match=r"heads \(3\) must divide width \(32\)"):
         create_model("ft-transformer", (4,), 2, width=32, heads=3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dropout_zero_is_off_and_unset_is_the_default(name: str) -> None:
+    """``model.dropout=0`` turns a table model's default dropout (0.1) off; an unset one keeps it."""
+    from lamina.config import ModelConfig, apply_overrides, from_dict
+
+    cfg = apply_overrides(from_dict({}), ["model.dropout=0"])
+    assert cfg.model.dropout == 0.0 and from_dict({}).model.dropout is None
+    assert cfg.model.given("width", "dropout") == {"dropout": 0.0}
+    assert ModelConfig().given("width", "dropout", "positions") == {}
+    off, default = build(name, **cfg.model.given("dropout")), build(name, **ModelConfig().given("dropout"))
+    assert off.arch["dropout"] == 0.0 and default.arch["dropout"] == 0.1
+    drops = [m.p for m in off.modules() if isinstance(m, torch.nn.Dropout)]
+    assert all(p == 0.0 for p in drops)  # no mask drawn in training: the forward is deterministic
+    off.train()
+    x = rows(off)
+    torch.testing.assert_close(off(x), off(x))

@@ -53,7 +53,8 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
         num_classes: number of logits, at least 2.
         **kwargs: any of ``MODEL_KWARGS`` (``width``, ``depth``, ``act``, ``norm``, ``dropout``,
             ``heads``, ``positions``) or ``DATA_KWARGS`` (``vocab``) that the model takes (its
-            ``hparams``); 0, ``""`` or ``None`` means the model's default.
+            ``hparams``); 0, ``""`` or ``None`` means the model's default (``dropout``: only
+            ``None``; ``dropout=0`` is no dropout).
 
     >>> m = create_model("auto", (1, 28, 28), 10, width=8, depth=0)
     >>> m.arch["name"], m.arch["width"], m.arch["depth"]
@@ -73,8 +74,9 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
     if key == "auto":
         key = auto_model_name(shape)
     builder = MODELS.get(key)
-    given = {
-        k: v for k, v in kwargs.items() if v is not None and not (isinstance(v, str | int | float) and not v)
+    given = {  # a dropout of 0 is "off", not "the model's default" (a table model's is 0.1)
+        k: v for k, v in kwargs.items()
+        if v is not None and (k == "dropout" or not (isinstance(v, str | int | float) and not v))
     }
     takes = getattr(builder, "hparams", Model.hparams)
     for k in given:

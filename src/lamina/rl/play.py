@@ -130,9 +130,7 @@ def build_qnet(cfg: RunConfig, obs_shape: Sequence[int], num_actions: int) -> Mo
     """The Q-network ``cfg.model`` names, for these observations and actions (0/"" keep its defaults)."""
     cls = {c.name: c for c in QNETS}[cfg.model.name]
     m = cfg.model
-    kw = {k: v for k, v in {"width": m.width, "depth": m.depth, "act": m.act, "norm": m.norm,
-                            "dropout": m.dropout}.items() if v}
-    model = cls(tuple(obs_shape), num_actions, **kw)
+    model = cls(tuple(obs_shape), num_actions, **m.given("width", "depth", "act", "norm", "dropout"))
     if m.heads or m.positions:
         raise LaminaError(f"model '{cls.name}' takes no heads or positions")
     return model

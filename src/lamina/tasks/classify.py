@@ -100,10 +100,9 @@ def build_model_for(m: ModelConfig, ds: Dataset, outputs: int) -> Model:
     """The network ``m`` names (``auto``: the data's default) for ``ds``, with ``outputs`` outputs.
 
     The arguments the data fixes (``Dataset.model_kwargs``, e.g. a vocabulary size) are passed
-    along with those of ``m``; 0 / "" in ``m`` mean the model's default.
+    along with those ``m`` sets (:meth:`~lamina.config.ModelConfig.given`).
     """
-    kw: dict[str, Any] = dict(width=m.width, depth=m.depth, act=m.act, norm=m.norm, dropout=m.dropout,
-                              heads=m.heads, positions=m.positions)
+    kw = m.given("width", "depth", "act", "norm", "dropout", "heads", "positions")  # the rest: the model's defaults
     if ds.codec is not None and ds.modality == "text":  # token ids in: the model embeds them
         kw["vocab"] = ds.codec.size
     name = m.name
@@ -115,7 +114,6 @@ def build_model_for(m: ModelConfig, ds: Dataset, outputs: int) -> Model:
         # a Transformer over tokens (or a table's feature tokens) normalises per position (layer norm):
         # lamina's default "batch" (for convolutions) means the model's own default there
         kw.pop("norm")
-    kw = {k: v for k, v in kw.items() if v or k == "act"}  # 0 / "" mean the model's default
     if cls is not None:  # the data's arguments that this model takes (a k-mer MLP takes no alphabet)
         takes = getattr(cls, "hparams", ())
         kw.update({k: v for k, v in ds.model_kwargs.items() if k in takes})

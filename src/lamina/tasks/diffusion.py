@@ -289,9 +289,7 @@ class Diffusion(ImageGenerator):
     def build_model(self, m: ModelConfig, ds: Dataset | None = None) -> UNet:
         if m.name not in ("auto", "unet"):
             raise LaminaError(f"--task diffusion trains a U-Net, not model '{m.name}'", hint="use model.name=unet")
-        kw: dict[str, Any] = dict(width=m.width, depth=m.depth, act=m.act, norm=m.norm, dropout=m.dropout,
-                                  heads=m.heads, mults=getattr(m, "mults", None))
-        return UNet(self.shape, 1, **{k: v for k, v in kw.items() if v})  # 0 / "" / None: the U-Net's default
+        return UNet(self.shape, 1, **m.given("width", "depth", "act", "norm", "dropout", "heads"))  # the rest: the U-Net's
 
     # -- sampling ---------------------------------------------------------------------------------------
     @torch.no_grad()

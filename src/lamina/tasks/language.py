@@ -156,8 +156,8 @@ class LanguageModel(Task):
 
     def build_model(self, m: ModelConfig, ds: Dataset) -> Model:
         name = "gpt" if m.name == "auto" else m.name
-        kw = dict(width=m.width, depth=m.depth, heads=m.heads, dropout=m.dropout, positions=m.positions)
-        return create_model(name, (self.context,), self.vocab_size, **{k: v for k, v in kw.items() if v})
+        return create_model(name, (self.context,), self.vocab_size,
+                            **m.given("width", "depth", "heads", "dropout", "positions"))
 
     def loaders(self, ds: Dataset, d: DataConfig, *, device: torch.device, seed: int,
                 channels_last: bool) -> dict[str, Any]:

@@ -191,8 +191,7 @@ class VAE(ImageGenerator):
         name = "vae" if m.name in ("auto", "") else m.name
         if name != "vae":
             raise LaminaError(f"--task vae trains the 'vae' model, not '{m.name}': drop --model or use --model vae")
-        kw: dict[str, Any] = dict(width=m.width, depth=m.depth, act=m.act, norm=m.norm, dropout=m.dropout)
-        return create_model("vae", self.shape, 1, latent=self.latent, **{k: v for k, v in kw.items() if v})
+        return create_model("vae", self.shape, 1, latent=self.latent, **m.given("width", "depth", "act", "norm", "dropout"))
 
     def final_metrics(self, model: nn.Module, loaders: dict[str, Any], *,
                       autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext

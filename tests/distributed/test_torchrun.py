@@ -109,6 +109,32 @@ def test_the_dataloader_path_follows_the_device_path(runs: dict[str, Path], tabl
     _close(weights(runs["one"]), weights(tmp_path / "two"))
 
 
+def test_two_nodes_through_the_c10d_rendezvous_follow_one_rank(runs: dict[str, Path], table_npz: Path,
+                                                               tmp_path: Path) -> None:
+    """Two torchrun agents, one process each, meeting through torchrun's c10d rendezvous the way two
+    machines do (``--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT``; here both on this host,
+    with one run folder as on shared storage): the job takes the steps of one process."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = ("--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes")
+    args = ("train", str(table_npz), "--epochs", EPOCHS, "--out", str(tmp_path / "two"), *RUN_ARGS)
+    cmd = [a for a in torchrun_cmd(1, *args, torchrun=node) if a != "--standalone"]
+    jobs = [popen(cmd) for _ in range(2)]
+    try:
+        outs = [job.communicate(timeout=300) for job in jobs]
+    finally:
+        for job in jobs:
+            if job.poll() is None:
+                job.kill()
+    assert [job.returncode for job in jobs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    _close(weights(runs["one"]), weights(tmp_path / "two"))
+
+
 def test_a_csv_table_on_two_ranks_follows_one_rank(tmp_path: Path) -> None:
     """A CSV of numbers and categories through lamina's table model (embeddings, an MLP; its default
     dropout of 0.1 turned off by ``model.dropout=0``): 2 ranks end with 1 rank's weights and metrics."""

@@ -122,3 +122,21 @@ def test_a_text_transformer_classifier_builds_with_the_default_norm(tmp_path):
     run = lamina.train(str(tmp_path / "d"), model="text-transformer", epochs=1, out=str(tmp_path / "r"), quiet=True,
                        overrides="model.width=16 data.context=12")
     assert run.config.model.name == "text-transformer" and lamina.load(run.dir).model.arch["norm"] == "layer"
+
+
+def test_a_textbag_classifier_trains_reloads_and_predicts(tmp_path):
+    """`--model textbag` through `lamina train` (the config's default act and norm, which it does not
+    take, are left out) learns class folders of word lists, and the saved model predicts."""
+    for c, words in (("happy", "good great fine lovely"), ("sad", "bad awful poor grim")):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(30):
+            (tmp_path / "data" / c / f"{i}.txt").write_text(" ".join([*words.split()[i % 4 :], str(i)]))
+    run = lamina.train(str(tmp_path / "data"), model="textbag", epochs=8, out=str(tmp_path / "run"), quiet=True,
+                       overrides="model.width=16 data.context=24 train.optimizer=adamw train.lr=0.01")
+    assert run.summary["task"] == "classify" and run.test_accuracy >= 0.9
+    model = lamina.load(run.dir)
+    assert model.model.arch["name"] == "textbag"
+    assert model.predict(["good great fine lovely", "bad awful poor grim"]) == ["happy", "sad"]
+    with pytest.raises(LaminaError, match="model 'textbag' takes no 'norm'"):
+        lamina.train(str(tmp_path / "data"), model="textbag", epochs=1, out=str(tmp_path / "r2"), quiet=True,
+                     overrides="model.norm=layer")

@@ -64,7 +64,7 @@ class DataConfig:
 class ModelConfig:
     """Which network, and its shape. 0, "" and None mean the model's own default (see :meth:`given`)."""
 
-    name: str = "auto"  # auto: the data's default (lamina models lists them all)
+    name: str = "auto"  # auto: the data's default (README "Models" lists them all; lamina.models.MODELS.names() in Python)
     width: int = 0  # channels (conv) or units (mlp) of the first stage
     depth: int = 0  # blocks per stage (cnn/resnet) or hidden layers (mlp)
     act: str = "relu"  # relu | leaky_relu | gelu | silu | tanh | sigmoid

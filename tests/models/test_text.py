@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from lamina.errors import LaminaError
-from lamina.models import Model, TextCNN, create_model
+from lamina.models import Model, TextBag, TextCNN, create_model
 from lamina.models.text import PositionNorm, pool_mask
 
 V, K, CONTEXT = 30, 4, 32
-TEXT_MODELS = ["textcnn", "text-transformer"]
+TEXT_MODELS = ["textcnn", "text-transformer", "textbag"]
 
 
 def build(name: str, **kw: object) -> Model:
@@ -34,6 +34,7 @@ def settle(model: Model) -> Model:
 VARIANTS = [
     ("textcnn", {}), ("textcnn", {"norm": "layer", "act": "tanh"}), ("textcnn", {"norm": "group", "act": "gelu"}),
     ("textcnn", {"norm": "none", "depth": 4}), ("text-transformer", {}), ("text-transformer", {"positions": "rotary"}),
+    ("textbag", {}), ("textbag", {"dropout": 0.5}),
 ]  # fmt: skip
 
 
@@ -151,3 +152,28 @@ def test_defaults_arch_and_errors() -> None:
             build(name)(sentences(1, CONTEXT + 1))
     with pytest.raises(LaminaError, match="model 'textcnn' takes no 'heads'"):
         create_model("textcnn", (CONTEXT,), K, vocab=V, heads=2)
+
+
+def test_textbag_is_the_mean_of_token_and_hashed_bigram_embeddings() -> None:
+    """fastText's features by hand: the mean over the tokens and the neighbouring pairs of tokens
+    (row ``V + (a·V + b) mod buckets``), padding and pairs that touch it left out; then the linear head."""
+    model = build("textbag").eval()
+    x = torch.tensor([[3, 7, 7, 2, 0, 0], [5, 0, 0, 0, 0, 0]])
+    table, buckets = model.embed.table.weight, TextBag.buckets
+    rows = [[3, 7, 7, 2, V + (3 * V + 7) % buckets, V + (7 * V + 7) % buckets, V + (7 * V + 2) % buckets], [5]]
+    want = torch.stack([table[r].mean(dim=0) for r in rows])  # (2, C)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), want)
+        torch.testing.assert_close(model(x), model.head(want))
+    assert model.arch == {"name": "textbag", "input_shape": [CONTEXT], "num_classes": K, "vocab": V, "width": 16,
+                          "dropout": 0.0}
+    with pytest.raises(LaminaError, match="model 'textbag' takes no 'depth'"):
+        create_model("textbag", (CONTEXT,), K, vocab=V, depth=2)
+
+
+def test_textbag_sees_the_order_of_neighbouring_tokens() -> None:
+    """The same tokens in another order: a bag of single tokens could not tell them apart; the bigrams do."""
+    model = build("textbag").eval()
+    a, b = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[4, 3, 2, 1]])
+    with torch.no_grad():
+        assert not torch.allclose(model(a), model(b))

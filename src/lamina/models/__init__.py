@@ -15,6 +15,7 @@ from lamina.models.layers import ConvNormAct as ConvNormAct
 from lamina.models.layers import get_act as get_act
 from lamina.models.layers import get_norm as get_norm
 from lamina.models.mlp import MLP as MLP
+from lamina.models.text import TextBag as TextBag
 from lamina.models.text import TextCNN as TextCNN
 from lamina.models.text import TextTransformer as TextTransformer
 from lamina.models.transformer import GPT as GPT

@@ -5,7 +5,8 @@ Builders are registered by name in ``MODELS`` (the classes themselves: calling o
 ``MODELS.names()``, so a newly registered model is tested automatically.
 
 Each builder says which keywords it takes in its ``hparams``; a keyword it does not take is an
-error when set, and ignored when 0, ``""`` or ``None`` (the defaults of ``ModelConfig``).
+error when set, and ignored when 0, ``""`` or ``None`` (the defaults of ``ModelConfig``). A dropout of 0
+is passed on to the models that take one (it turns their default dropout off).
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from lamina.models import audio, qnet, sequence, tabular, unet, vae
 from lamina.models.base import Model
 from lamina.models.cnn import CNN, ResNet
 from lamina.models.mlp import MLP
-from lamina.models.text import TextCNN, TextTransformer
+from lamina.models.text import TextBag, TextCNN, TextTransformer
 from lamina.models.transformer import GPT
 from lamina.registry import Registry
 
 MODELS: Registry[Callable[..., Model]] = Registry("model")
-for _cls in (MLP, CNN, ResNet, GPT, TextCNN, TextTransformer, *audio.REGISTERED, *sequence.REGISTERED,
+for _cls in (MLP, CNN, ResNet, GPT, TextCNN, TextTransformer, TextBag, *audio.REGISTERED, *sequence.REGISTERED,
              *tabular.REGISTERED, *unet.REGISTERED, *vae.REGISTERED, *qnet.REGISTERED):
     MODELS.register(_cls.name, _cls)
 
@@ -74,11 +75,12 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
     if key == "auto":
         key = auto_model_name(shape)
     builder = MODELS.get(key)
-    given = {  # a dropout of 0 is "off", not "the model's default" (a table model's is 0.1)
-        k: v for k, v in kwargs.items()
-        if v is not None and (k == "dropout" or not (isinstance(v, str | int | float) and not v))
-    }
     takes = getattr(builder, "hparams", Model.hparams)
+    given = {  # a dropout of 0 is "off" (not "the model's default": a table model's is 0.1), which a model
+        # without dropout already is
+        k: v for k, v in kwargs.items()
+        if v is not None and ((k == "dropout" and k in takes) or not (isinstance(v, str | int | float) and not v))
+    }
     for k in given:
         if k not in takes:
             raise LaminaError(f"model '{key}' takes no '{k}' (got {given[k]!r})", hint="it takes: " + ", ".join(takes))

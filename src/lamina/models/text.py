@@ -1,16 +1,19 @@
-"""Text classifiers over token ids, where id 0 is padding: a 1-D CNN and a Transformer encoder.
+"""Text classifiers over token ids, where id 0 is padding: a 1-D CNN, a Transformer encoder and a bag of
+n-grams (fastText).
 
     idx (B, T) ─ embed ─ stage1 ─ ... ─ stageN ─▶ feats ─ masked global pool ─ dropout ─ linear ─▶ (B, K)
 
-Both keep the features of padding positions at exactly zero, so padding appended to an example
-changes none of its logits: for the CNN, zero features are what the convolutions' own zero
-padding reads at the edges; for the encoder, padding keys are masked out of the attention.
-Both take the vocabulary size as ``vocab`` (from the data, recorded in ``arch``).
+Padding appended to an example changes none of its logits. The CNN and the encoder keep the
+features of padding positions at exactly zero: for the CNN, zero features are what the
+convolutions' own zero padding reads at the edges; for the encoder, padding keys are masked out of
+the attention. The bag leaves padding (and pairs that touch it) out of its mean. All take the
+vocabulary size as ``vocab`` (from the data, recorded in ``arch``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -285,3 +288,83 @@ class TextTransformer(Model):
         tokens = feats.ne(0).any(dim=-1).sum(dim=1, keepdim=True)  # (B, 1)
         x = self.ln_f(feats.sum(dim=1) / tokens.clamp(min=1))  # (B, C)
         return x if pre_logits else self.head(self.head_drop(x))  # (B, K)
+
+
+class NgramBag(nn.Module):
+    """(B, T) ids -> (B, C): the mean embedding of an example's tokens and of its hashed pairs of
+    neighbouring tokens (padding excluded); an example of padding only is zero.
+
+    Args:
+        vocab: vocabulary size (id 0 is padding).
+        width: C.
+        buckets: hash buckets of the token pairs (0: tokens only).
+        context: the most tokens.
+    """
+
+    def __init__(self, vocab: int, width: int, buckets: int, context: int) -> None:
+        super().__init__()
+        self.vocab, self.buckets, self.context = vocab, buckets, context
+        self.table = nn.Embedding(vocab + buckets, width, padding_idx=PAD)
+        nn.init.uniform_(self.table.weight, -1 / width, 1 / width)  # fastText's initialisation
+        with torch.no_grad():
+            self.table.weight[PAD].zero_()
+
+    def forward(self, idx: Tensor) -> Tensor:
+        if idx.ndim != 2:
+            raise LaminaError(f"expected token ids of shape (batch, tokens), got shape {tuple(idx.shape)}")
+        if idx.shape[1] > self.context:
+            raise LaminaError(f"sequence of {idx.shape[1]} tokens is longer than the model's context {self.context}")
+        ids = idx
+        if self.buckets and idx.shape[1] > 1:
+            a, b = idx[:, :-1], idx[:, 1:]  # (B, T-1) each
+            pairs = self.vocab + (a * self.vocab + b) % self.buckets  # (B, T-1): hashed bigram rows
+            ids = torch.cat([idx, pairs.masked_fill((a == PAD) | (b == PAD), PAD)], dim=1)  # (B, 2T-1)
+        count = ids.ne(PAD).sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+        return self.table(ids).sum(dim=1) / count  # (B, C)
+
+
+class TextBag(Model):
+    """fastText's classifier (Joulin et al. 2017, "Bag of Tricks for Efficient Text Classification"):
+    the mean embedding of the tokens and their hashed bigrams, dropout, linear. A bag of n-grams, so
+    it ignores word order beyond neighbouring pairs, as TF-IDF + logistic regression does; best
+    with word-level tokens (``data.vocab=bpe``).
+
+    Stage: ``embed`` (B, C).
+
+    Args:
+        input_shape: ``(context,)``, the most tokens of an example (shorter inputs are fine).
+        num_classes: number of classes.
+        vocab: vocabulary size, padding (id 0) included.
+        width: embedding size C.
+        dropout: before the classifier.
+
+    >>> m = TextBag((64,), 6, vocab=100, width=16)
+    >>> m(torch.randint(1, 100, (2, 40))).shape
+    torch.Size([2, 6])
+    """
+
+    name = "textbag"
+    hparams = ("width", "dropout", "vocab")
+    input_kind = "tokens"
+    buckets: ClassVar[int] = 1 << 16  # hash buckets of the token bigrams: 65,536 x width parameters
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        vocab: int | None = None,
+        width: int = 64,
+        dropout: float = 0.0,
+    ) -> None:
+        context = token_context(self.name, input_shape)
+        super().__init__(input_shape, num_classes)
+        self.vocab = check_vocab(self.name, vocab)
+        check_hparams(self.name, width=width, depth=1, dropout=dropout)
+        self.add_stage("embed", NgramBag(self.vocab, width, self.buckets, context))  # (B, C)
+        self.set_head(width, dropout)
+        self.arch.update(vocab=self.vocab, width=width, dropout=float(dropout))
+
+    def example_input(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Random token ids (n, context), padding included."""
+        return random_tokens(self, self.vocab, n, generator)

@@ -116,6 +116,9 @@ def build_model_for(m: ModelConfig, ds: Dataset, outputs: int) -> Model:
         kw.pop("norm")
     if cls is not None:  # the data's arguments that this model takes (a k-mer MLP takes no alphabet)
         takes = getattr(cls, "hparams", ())
+        for k in ("act", "norm"):  # their config defaults are names, never unset: left at them, they say nothing
+            if k in kw and k not in takes and kw[k] == getattr(ModelConfig, k):
+                kw.pop(k)
         kw.update({k: v for k, v in ds.model_kwargs.items() if k in takes})
     return create_model(name, ds.input_shape, outputs, **kw)
 

@@ -48,6 +48,14 @@ def random_tokens(model: Model, vocab: int, n: int, generator: torch.Generator |
     return torch.randint(0, vocab, (n, model.input_shape[0]), generator=generator)
 
 
+def check_tokens(idx: Tensor, context: int) -> None:
+    """A LaminaError unless ``idx`` is a (batch, tokens) batch of at most ``context`` tokens."""
+    if idx.ndim != 2:
+        raise LaminaError(f"expected token ids of shape (batch, tokens), got shape {tuple(idx.shape)}")
+    if idx.shape[1] > context:
+        raise LaminaError(f"sequence of {idx.shape[1]} tokens is longer than the model's context {context}")
+
+
 def pool_mask(mask: Tensor) -> Tensor:
     """Halve a (B, 1, L) token mask: a pooled position is a token if either of its two is."""
     return F.max_pool1d(mask.float(), 2, ceil_mode=True) > 0  # (B, 1, ceil(L/2))
@@ -100,10 +108,7 @@ class ConvEmbedding(nn.Module):
         self.wte = nn.Embedding(vocab, width, padding_idx=PAD)
 
     def forward(self, idx: Tensor) -> Tensor:
-        if idx.ndim != 2:
-            raise LaminaError(f"expected token ids of shape (batch, tokens), got shape {tuple(idx.shape)}")
-        if idx.shape[1] > self.context:
-            raise LaminaError(f"sequence of {idx.shape[1]} tokens is longer than the model's context {self.context}")
+        check_tokens(idx, self.context)
         return self.wte(idx).transpose(1, 2)  # (B, C, T)
 
 
@@ -310,10 +315,7 @@ class NgramBag(nn.Module):
             self.table.weight[PAD].zero_()
 
     def forward(self, idx: Tensor) -> Tensor:
-        if idx.ndim != 2:
-            raise LaminaError(f"expected token ids of shape (batch, tokens), got shape {tuple(idx.shape)}")
-        if idx.shape[1] > self.context:
-            raise LaminaError(f"sequence of {idx.shape[1]} tokens is longer than the model's context {self.context}")
+        check_tokens(idx, self.context)
         ids = idx
         if self.buckets and idx.shape[1] > 1:
             a, b = idx[:, :-1], idx[:, 1:]  # (B, T-1) each

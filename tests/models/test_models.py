@@ -368,7 +368,9 @@ def test_bad_hyperparameters_are_errors(kw: dict[str, object], match: str) -> No
         cls = MODELS.get(name)
         own = getattr(cls, "example_shape", None)  # a shape the model takes, where it names one
         shape = tuple(own) if own else (1, 8, 8) if cls.input_kind == "values" else (20,)  # type: ignore[attr-defined]
-        with pytest.raises(LaminaError, match=match):
+        (key,) = kw
+        want = match if key in cls.hparams else f"model '{name}' takes no '{key}'"  # type: ignore[attr-defined]
+        with pytest.raises(LaminaError, match=want):
             create_model(name, shape, 3, **kw, **extra)
 
 

@@ -30,6 +30,15 @@ def _env() -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nobody listens on (free once the probe closes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def torchrun_cmd(nproc: int, *args: str, torchrun: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *torchrun,
             "-m", "lamina", *args]

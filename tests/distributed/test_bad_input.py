@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from tests.distributed.conftest import _env
+from tests.distributed.conftest import _env, free_port
 
 import lamina
 from lamina.errors import LaminaError
@@ -23,15 +22,9 @@ def _lamina(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
                           env={**_env(), **(env or {})})
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # free once closed: nobody listens there
-
-
 def test_unreachable_rendezvous_is_a_one_line_error_within_the_timeout(npz: Path, tmp_path: Path) -> None:
     env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_closed_port())}
+           "MASTER_PORT": str(free_port())}
     t0 = time.monotonic()
     r = _lamina("train", str(npz), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "r"),
                 "train.dist_timeout=3", env=env)

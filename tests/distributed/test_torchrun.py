@@ -18,6 +18,7 @@ from tests.distributed.conftest import (
     RUN_ARGS,
     _env,
     checkpoints,
+    free_port,
     lamina,
     popen,
     records,
@@ -114,12 +115,8 @@ def test_two_nodes_through_the_c10d_rendezvous_follow_one_rank(runs: dict[str, P
     """Two torchrun agents, one process each, meeting through torchrun's c10d rendezvous the way two
     machines do (``--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:PORT``; here both on this host,
     with one run folder as on shared storage): the job takes the steps of one process."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    node = ("--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes")
+    node = ("--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+            "--rdzv-id", "two-nodes")
     args = ("train", str(table_npz), "--epochs", EPOCHS, "--out", str(tmp_path / "two"), *RUN_ARGS)
     cmd = [a for a in torchrun_cmd(1, *args, torchrun=node) if a != "--standalone"]
     jobs = [popen(cmd) for _ in range(2)]

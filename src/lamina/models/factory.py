@@ -5,8 +5,8 @@ Builders are registered by name in ``MODELS`` (the classes themselves: calling o
 ``MODELS.names()``, so a newly registered model is tested automatically.
 
 Each builder says which keywords it takes in its ``hparams``; a keyword it does not take is an
-error when set, and ignored when 0, ``""`` or ``None`` (the defaults of ``ModelConfig``). A dropout of 0
-is passed on to the models that take one (it turns their default dropout off).
+error when set, and ignored when 0, ``""`` or ``None`` (the defaults of ``ModelConfig``); a dropout
+is ignored only when ``None`` (0 turns a model's default dropout off).
 """
 
 from __future__ import annotations
@@ -76,10 +76,9 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int, **kwar
         key = auto_model_name(shape)
     builder = MODELS.get(key)
     takes = getattr(builder, "hparams", Model.hparams)
-    given = {  # a dropout of 0 is "off" (not "the model's default": a table model's is 0.1), which a model
-        # without dropout already is
+    given = {  # a dropout of 0 is "off", not "the model's default" (a table model's is 0.1)
         k: v for k, v in kwargs.items()
-        if v is not None and ((k == "dropout" and k in takes) or not (isinstance(v, str | int | float) and not v))
+        if v is not None and (k == "dropout" or not (isinstance(v, str | int | float) and not v))
     }
     for k in given:
         if k not in takes:

@@ -87,8 +87,8 @@ class TrainConfig:
 
     epochs: int = 10
     lr: float | None = None  # peak learning rate; None: the optimizer's default for the batch size
-    optimizer: str = "sgd"  # sgd (Nesterov) | adamw
-    momentum: float = 0.9  # SGD's momentum; AdamW's beta1
+    optimizer: str = "sgd"  # sgd (Nesterov) | adamw | muon (Muon: hidden weight matrices; AdamW: the rest)
+    momentum: float = 0.9  # SGD's momentum; AdamW's beta1 (and muon's AdamW half; its Muon half uses 0.95)
     beta2: float = 0.999  # AdamW's second-moment decay (language models: 0.99)
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     schedule: str = "onecycle"  # onecycle | cosine | linear | constant

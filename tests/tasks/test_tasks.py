@@ -185,7 +185,8 @@ def test_task_defaults_lie_under_everything_the_user_sets(tmp_path):
     book = tmp_path / "book.txt"
     book.write_text("some text " * 100)
     lm = resolve_config(str(book), device="cpu")
-    assert (lm.train.optimizer, lm.model.name, lm.train.precision, lm.train.epochs) == ("adamw", "gpt", "fp32", 5)
+    assert (lm.train.optimizer, lm.model.name, lm.train.precision, lm.train.epochs) == ("muon", "gpt", "fp32", 5)
+    assert resolve_config(str(book), device="cuda").train.optimizer == "adamw"  # the GPU recipe keeps nanoGPT's
     # a value equal to lamina's own default is still the user's choice (epochs 10 is the default)
     assert resolve_config(str(book), epochs=10, overrides="train.optimizer=sgd").train.epochs == 10
     assert resolve_config(str(book), overrides="train.optimizer=sgd").train.optimizer == "sgd"

@@ -27,6 +27,25 @@ def test_fused_optimizers_on_cuda():
         assert opt.defaults["fused"] is True
 
 
+def test_muon_on_cuda_orthogonalizes_in_bf16_like_torch_muon():
+    """On CUDA lamina's Muon half is torch.optim.Muon's step (Newton-Schulz in bf16)."""
+    torch.manual_seed(0)
+    ours = create_model("gpt", (8,), 11, width=32, depth=1, heads=2).cuda()
+    ref = create_model("gpt", (8,), 11, width=32, depth=1, heads=2).cuda()
+    ref.load_state_dict(ours.state_dict())
+    opt = create_optimizer("muon", ours, lr=0.01, weight_decay=0.1, momentum=0.9, beta2=0.99)
+    from lamina.training.optim import muon_params
+
+    hidden = muon_params(ref)
+    torch_muon = torch.optim.Muon(hidden, lr=0.01, weight_decay=0.1, momentum=0.95, adjust_lr_fn="match_rms_adamw")
+    x = torch.randint(0, 11, (4, 8), device="cuda")
+    for model, step in ((ours, opt.step), (ref, torch_muon.step)):
+        model(x).logsumexp(-1).mean().backward()
+        step()
+    for a, b in zip(muon_params(ours), hidden, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_gather_crop_on_cuda_equals_cpu():
     xp = torch.randint(0, 256, (64, 1, 32, 32), dtype=torch.uint8)
     dy, dx = torch.randint(0, 5, (64, 1)), torch.randint(0, 5, (64, 1))

@@ -149,3 +149,23 @@ def test_muon_resumes_from_its_state_dict_bit_identically():
     sched2.load_state_dict(saved[2])
     assert steps(again, opt2, sched2) == after
     assert {k for s in opt2.state.values() for k in s} == {"step", "exp_avg", "exp_avg_sq", "momentum_buffer"}
+
+
+def test_muon_trains_a_classifier_through_the_cli_config(tmp_path):
+    """``train.optimizer=muon`` on an image MLP (Muon on its hidden layers, AdamW on the head) learns
+    digits in 3 epochs at least about as well as AdamW (chance is 0.1), and its checkpoint holds both
+    halves' state."""
+    import lamina
+
+    runs = {opt: lamina.train("digits", model="mlp", epochs=3, out=tmp_path / opt, quiet=True, seed=0,
+                              overrides=[f"train.optimizer={opt}", "train.lr=3e-3", "train.label_smoothing=0"])
+            for opt in ("muon", "adamw")}
+    acc = {opt: r.summary["test_accuracy"] for opt, r in runs.items()}  # measured: muon 0.80, adamw 0.77
+    assert acc["muon"] > 0.6 and acc["muon"] >= acc["adamw"] - 0.03, acc
+    from lamina.training.checkpoint import latest
+
+    found = latest(tmp_path / "muon" / "checkpoints")
+    assert found is not None
+    saved = found[0]["optimizer"]
+    assert any("momentum_buffer" in s for s in saved["state"].values())
+    assert any("exp_avg" in s for s in saved["state"].values())

@@ -34,10 +34,11 @@ from lamina.tasks.base import Sums, Task
 # On a CPU: Muon on the hidden matrices with AdamW on the rest (train.optimizer=muon) at 6e-3, fp32
 # (bf16 autocast made this small Transformer's step 3-5x slower even with AVX512-BF16; it pays off
 # for convolutions, so the classifier's "auto" keeps it), and a 4-block, 128-wide model with 2 heads
-# and rotary positions on windows of 128 characters, 16 a step. Measured on austen (AVX2, 900
-# steps, whole-tail validation nats per character): AdamW 3e-3 on 64-character windows 1.605, Muon
-# at 3e-3 1.402, at 6e-3 1.364, at 1.2e-2 1.376, and with 128-character rotary windows 1.324, for
-# about 1.3x the time a step; the long race of benchmarks/austen_lm.py runs these defaults. On a
+# and rotary positions on windows of 128 characters, 16 a step. benchmarks/lm_trials.py (AVX2, 900
+# steps each, whole-tail validation nats per character, training seconds): AdamW 3e-3 on 64-character
+# learned windows 1.605 (116 s); Muon at 3e-3 1.402 (134 s), 6e-3 1.364 (146 s), 1.2e-2 1.376; Muon 6e-3
+# on 128-character rotary windows 1.324 (170 s), on 256 1.320 (182 s). The long race of
+# benchmarks/austen_lm.py runs these defaults. On a
 # GPU: nanoGPT's GPU shakespeare_char recipe (AdamW 1e-3, 6 blocks of 384, 6 heads, 256
 # characters, 64 a step, dropout 0.2), bf16 and torch.compile (not yet measured here: no GPU).
 DEFAULTS: dict[str, Any] = {

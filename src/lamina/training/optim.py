@@ -95,7 +95,7 @@ def orthogonalize(g: torch.Tensor, *, steps: int = 5, dtype: torch.dtype = torch
     torch.optim.Muon's quintic Newton-Schulz iteration, computed in ``dtype``.
 
     torch's Muon always computes it in bf16, right on a GPU, but on a CPU without bf16 arithmetic
-    (AVX2) that made a small Transformer's step about 8x slower; lamina uses fp32 there."""
+    (AVX2) that made a small Transformer's training step several times slower; lamina uses fp32 there."""
     a, b, c = NS_COEFFICIENTS
     x = g.to(dtype)
     wide = x.size(0) <= x.size(1)

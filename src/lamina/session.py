@@ -157,9 +157,6 @@ def validate(cfg: RunConfig) -> None:
 
     if cfg.train.strategy not in STRATEGIES:
         raise LaminaError(f"unknown train.strategy '{cfg.train.strategy}': {did_you_mean(cfg.train.strategy, STRATEGIES)}")
-    if cfg.train.optimizer == "muon" and cfg.train.strategy == "fsdp":
-        raise LaminaError("train.optimizer=muon cannot run with train.strategy=fsdp: Muon needs each weight matrix "
-                          "whole, and FSDP gives each rank a slice of it", hint="use train.strategy=ddp, or adamw")
     if not cfg.train.dist_timeout > 0:
         raise LaminaError("train.dist_timeout is in seconds: use a positive number (600 is the default)")
     if cfg.data.loader not in ("auto", "device", "torch"):

@@ -43,9 +43,6 @@ def test_strategy_none_under_torchrun_and_unknown_strategies(npz: Path, tmp_path
         lamina.train(str(npz), model="mlp", out=tmp_path / "s", overrides=["train.strategy=dpp"], quiet=True)
     with pytest.raises(LaminaError, match=r"train\.dist_timeout is in seconds"):
         lamina.train(str(npz), model="mlp", out=tmp_path / "s", overrides=["train.dist_timeout=0"], quiet=True)
-    with pytest.raises(LaminaError, match=r"train\.optimizer=muon cannot run with train\.strategy=fsdp"):
-        lamina.train(str(npz), model="mlp", out=tmp_path / "s", quiet=True,
-                     overrides=["train.optimizer=muon", "train.strategy=fsdp"])
 
 
 def test_a_checkpoint_of_another_model_is_a_one_line_error(npz: Path, tmp_path: Path) -> None:

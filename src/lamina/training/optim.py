@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from lamina.registry import Registry
 
@@ -117,7 +118,8 @@ class MuonAdamW(torch.optim.Optimizer):
     scales both. Embeddings, the head, norms, biases and conv kernels (not 2-D) stay with AdamW (a
     ``torch.optim.AdamW`` that shares this optimizer's groups and state), as Muon's authors advise.
     The Muon step is torch.optim.Muon's (tested equal to it in bf16), with the Newton-Schulz
-    iteration in fp32 on a CPU. ``state_dict`` is one ordinary optimizer state.
+    iteration in fp32 on a CPU. Under FSDP each matrix's update is gathered whole, orthogonalised, and
+    cut back to this rank's shard. ``state_dict`` is one ordinary optimizer state.
     """
 
     def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, momentum: float, beta2: float,
@@ -162,7 +164,12 @@ class MuonAdamW(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - mu)
                 dtype = self.ns_dtype or (torch.bfloat16 if p.device.type == "cuda" else torch.float32)
-                update = orthogonalize(p.grad.lerp(buf, mu), dtype=dtype)  # Nesterov
+                update = p.grad.lerp(buf, mu)  # Nesterov
+                if isinstance(update, DTensor):  # FSDP: orthogonalise the whole matrix, keep this rank's shard
+                    whole = orthogonalize(update.full_tensor(), dtype=dtype)
+                    update = distribute_tensor(whole, update.device_mesh, update.placements, src_data_rank=None)
+                else:
+                    update = orthogonalize(update, dtype=dtype)
                 p.mul_(1 - lr * wd)
                 p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape[0], p.shape[1])))
         return loss

@@ -210,6 +210,11 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _launched() -> bool:
+    """A worker of a job of more than one process (torchrun's variables)."""
+    return "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1"
+
+
 def _rank_tag() -> str:
     """``[rank 1] `` in the messages of a torchrun worker other than rank 0 ("" elsewhere)."""
     return "" if _is_main() or os.environ.get("WORLD_SIZE", "1") == "1" else f"[rank {os.environ['RANK']}] "
@@ -550,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         if not getattr(e, "echo", False):  # an error rank 0 reports for the whole job is printed once
             print(f"error: {_rank_tag()}{e}", file=sys.stderr)
-        if type(e).__name__ == "PeersLost":  # the process group would wait for the lost rank as it is torn down
+        if type(e).__name__ == "PeersLost" or _launched():  # a worker of a job that failed: end now, as
+            # tearing the process group down with a peer gone waits for it or aborts (SIGABRT seen after a full disk)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(e.exit_code)
